@@ -1,0 +1,1 @@
+//! Node and topic configuration, with Kafka's names.

@@ -1,0 +1,467 @@
+//! Kafka's v2 RecordBatch (magic 2) header: parsing, validation and in-place rewrites.
+//!
+//! Karst stores batches exactly as they travel on the wire. The broker never decodes individual
+//! records on the hot path: it reads the fixed 61-byte header, checks the CRC-32C once, and
+//! rewrites the base offset (and, for LogAppendTime topics, the max timestamp) in place. A
+//! rewrite of a field covered by the CRC (everything from `attributes` on) recomputes the CRC.
+//!
+//! Wire layout (Kafka protocol guide, "Record Batch"):
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  baseOffset
+//!      8     4  batchLength            (bytes after this field)
+//!     12     4  partitionLeaderEpoch
+//!     16     1  magic                  (2)
+//!     17     4  crc                    (CRC-32C of bytes 21..end)
+//!     21     2  attributes
+//!     23     4  lastOffsetDelta
+//!     27     8  baseTimestamp
+//!     35     8  maxTimestamp
+//!     43     8  producerId
+//!     51     2  producerEpoch
+//!     53     4  baseSequence
+//!     57     4  recordsCount
+//!     61        records...
+//! ```
+
+/// Size of the v2 batch header, up to the first record.
+pub const HEADER_SIZE: usize = 61;
+/// Bytes before `batchLength`'s counted region starts (baseOffset + batchLength).
+pub const LOG_OVERHEAD: usize = 12;
+/// Smallest legal `batchLength`: the header after the first 12 bytes.
+pub const MIN_BATCH_LENGTH: i32 = (HEADER_SIZE - LOG_OVERHEAD) as i32;
+
+const BATCH_LENGTH_OFFSET: usize = 8;
+const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;
+const MAGIC_OFFSET: usize = 16;
+const CRC_OFFSET: usize = 17;
+const ATTRIBUTES_OFFSET: usize = 21;
+const LAST_OFFSET_DELTA_OFFSET: usize = 23;
+const BASE_TIMESTAMP_OFFSET: usize = 27;
+const MAX_TIMESTAMP_OFFSET: usize = 35;
+const PRODUCER_ID_OFFSET: usize = 43;
+const PRODUCER_EPOCH_OFFSET: usize = 51;
+const BASE_SEQUENCE_OFFSET: usize = 53;
+const RECORDS_COUNT_OFFSET: usize = 57;
+
+/// Attribute bits.
+pub const COMPRESSION_MASK: i16 = 0x07;
+pub const TIMESTAMP_TYPE_LOG_APPEND_TIME: i16 = 0x08;
+pub const TRANSACTIONAL: i16 = 0x10;
+pub const CONTROL: i16 = 0x20;
+
+/// Producer id of a batch written without idempotence.
+pub const NO_PRODUCER_ID: i64 = -1;
+/// Sequence of a batch written without idempotence.
+pub const NO_SEQUENCE: i32 = -1;
+
+/// Why a byte range is not a valid v2 record batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("truncated batch: need {needed} bytes, have {available}")]
+    Truncated { needed: usize, available: usize },
+    #[error("batch length {0} is below the minimum header size")]
+    LengthTooSmall(i32),
+    #[error("unsupported magic {0} (only v2 record batches are accepted)")]
+    UnsupportedMagic(i8),
+    #[error("CRC mismatch: header says {stored:#010x}, computed {computed:#010x}")]
+    CorruptCrc { stored: u32, computed: u32 },
+    #[error("invalid record count {records_count} for last offset delta {last_offset_delta}")]
+    InvalidRecordCount {
+        records_count: i32,
+        last_offset_delta: i32,
+    },
+    #[error("invalid compression codec {0}")]
+    InvalidCompression(i16),
+}
+
+/// The decoded fixed header of one v2 record batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// Total size of the batch on the wire, header included.
+    pub fn total_size(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length as usize
+    }
+
+    /// Offset of the last record in the batch.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+
+    /// Offset right after this batch.
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset() + 1
+    }
+
+    /// Compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+    pub fn compression(&self) -> i16 {
+        self.attributes & COMPRESSION_MASK
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL != 0
+    }
+
+    /// Whether the producer that wrote this batch is idempotent (has a producer id).
+    pub fn has_producer_id(&self) -> bool {
+        self.producer_id >= 0
+    }
+
+    /// Sequence number of the last record in the batch, wrapping at i32::MAX as Kafka does.
+    pub fn last_sequence(&self) -> i32 {
+        if self.base_sequence == NO_SEQUENCE {
+            return NO_SEQUENCE;
+        }
+        let last = self.base_sequence as i64 + self.last_offset_delta as i64;
+        if last > i32::MAX as i64 {
+            (last - i32::MAX as i64 - 1) as i32
+        } else {
+            last as i32
+        }
+    }
+}
+
+fn read_i16(buf: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([buf[at], buf[at + 1]])
+}
+
+fn read_i32(buf: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn read_u32(buf: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn read_i64(buf: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Parses the header of the batch at the start of `buf` without checking the CRC.
+///
+/// Checks only what is needed to know the batch's extent: the header is present, the length is
+/// sane and the magic is 2. `buf` may hold more than one batch; only the first is read.
+pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    if buf.len() < HEADER_SIZE {
+        return Err(BatchError::Truncated {
+            needed: HEADER_SIZE,
+            available: buf.len(),
+        });
+    }
+    let batch_length = read_i32(buf, BATCH_LENGTH_OFFSET);
+    if batch_length < MIN_BATCH_LENGTH {
+        return Err(BatchError::LengthTooSmall(batch_length));
+    }
+    let magic = buf[MAGIC_OFFSET] as i8;
+    if magic != 2 {
+        return Err(BatchError::UnsupportedMagic(magic));
+    }
+    Ok(BatchHeader {
+        base_offset: read_i64(buf, 0),
+        batch_length,
+        partition_leader_epoch: read_i32(buf, PARTITION_LEADER_EPOCH_OFFSET),
+        magic,
+        crc: read_u32(buf, CRC_OFFSET),
+        attributes: read_i16(buf, ATTRIBUTES_OFFSET),
+        last_offset_delta: read_i32(buf, LAST_OFFSET_DELTA_OFFSET),
+        base_timestamp: read_i64(buf, BASE_TIMESTAMP_OFFSET),
+        max_timestamp: read_i64(buf, MAX_TIMESTAMP_OFFSET),
+        producer_id: read_i64(buf, PRODUCER_ID_OFFSET),
+        producer_epoch: read_i16(buf, PRODUCER_EPOCH_OFFSET),
+        base_sequence: read_i32(buf, BASE_SEQUENCE_OFFSET),
+        records_count: read_i32(buf, RECORDS_COUNT_OFFSET),
+    })
+}
+
+/// CRC-32C over the part of a batch the stored CRC covers (from `attributes` to the end).
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..])
+}
+
+/// Parses and fully validates the batch at the start of `buf`: extent, magic, CRC-32C, codec,
+/// and a record count consistent with the offset delta. Returns the header; the batch occupies
+/// `buf[..header.total_size()]`.
+pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = parse_header(buf)?;
+    let total = header.total_size();
+    if buf.len() < total {
+        return Err(BatchError::Truncated {
+            needed: total,
+            available: buf.len(),
+        });
+    }
+    let computed = compute_crc(&buf[..total]);
+    if computed != header.crc {
+        return Err(BatchError::CorruptCrc {
+            stored: header.crc,
+            computed,
+        });
+    }
+    if header.compression() > 4 {
+        return Err(BatchError::InvalidCompression(header.compression()));
+    }
+    // An empty batch is legal only after compaction removed its records; producers never send
+    // one. Otherwise the count must match the offset span (offsets inside a batch are dense
+    // as produced).
+    if header.records_count < 0
+        || header.last_offset_delta < 0
+        || (header.records_count > 0 && header.records_count != header.last_offset_delta + 1)
+    {
+        return Err(BatchError::InvalidRecordCount {
+            records_count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Rewrites the base offset of the batch at the start of `batch`. The base offset is outside
+/// the CRC's coverage, so the CRC stays valid.
+pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
+    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// Rewrites the partition leader epoch (outside the CRC's coverage).
+pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
+    batch[PARTITION_LEADER_EPOCH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET + 4]
+        .copy_from_slice(&epoch.to_be_bytes());
+}
+
+/// Marks the batch as LogAppendTime with `timestamp` as its max timestamp, as a broker does for
+/// topics with `message.timestamp.type=LogAppendTime`, and recomputes the CRC.
+pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
+    let attributes = read_i16(batch, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_LOG_APPEND_TIME;
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&timestamp.to_be_bytes());
+    let total = LOG_OVERHEAD + read_i32(batch, BATCH_LENGTH_OFFSET) as usize;
+    let crc = compute_crc(&batch[..total]);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Iterates the headers of the consecutive batches in `buf`, validating each fully.
+/// Stops at the first invalid or incomplete batch, yielding its error once.
+pub fn iter_validated(
+    buf: &[u8],
+) -> impl Iterator<Item = Result<(usize, BatchHeader), BatchError>> + '_ {
+    let mut position = 0usize;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || position >= buf.len() {
+            return None;
+        }
+        match validate(&buf[position..]) {
+            Ok(header) => {
+                let at = position;
+                position += header.total_size();
+                Some(Ok((at, header)))
+            }
+            Err(error) => {
+                failed = true;
+                Some(Err(error))
+            }
+        }
+    })
+}
+
+/// Builders for tests: a minimal, valid, uncompressed v2 batch with the given records.
+pub mod testing {
+    use super::*;
+
+    /// One record's key, value and headers, for building test batches.
+    #[derive(Debug, Clone, Default)]
+    pub struct TestRecord {
+        pub key: Option<Vec<u8>>,
+        pub value: Option<Vec<u8>>,
+        pub headers: Vec<(String, Option<Vec<u8>>)>,
+    }
+
+    fn put_varint(out: &mut Vec<u8>, value: i64) {
+        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+        loop {
+            let byte = (zigzag & 0x7f) as u8;
+            zigzag >>= 7;
+            if zigzag == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    fn put_bytes(out: &mut Vec<u8>, bytes: &Option<Vec<u8>>) {
+        match bytes {
+            None => put_varint(out, -1),
+            Some(bytes) => {
+                put_varint(out, bytes.len() as i64);
+                out.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    /// Builds an uncompressed v2 batch with base offset 0, timestamps `base_timestamp + i`,
+    /// and the given producer fields.
+    pub fn build_batch(
+        records: &[TestRecord],
+        base_timestamp: i64,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) -> Vec<u8> {
+        assert!(
+            !records.is_empty(),
+            "a produced batch has at least one record"
+        );
+        let mut body = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            let mut encoded = vec![0u8]; // record attributes
+            put_varint(&mut encoded, index as i64); // timestamp delta
+            put_varint(&mut encoded, index as i64); // offset delta
+            put_bytes(&mut encoded, &record.key);
+            put_bytes(&mut encoded, &record.value);
+            put_varint(&mut encoded, record.headers.len() as i64);
+            for (name, value) in &record.headers {
+                put_bytes(&mut encoded, &Some(name.as_bytes().to_vec()));
+                put_bytes(&mut encoded, value);
+            }
+            put_varint(&mut body, encoded.len() as i64);
+            body.extend_from_slice(&encoded);
+        }
+        let count = records.len() as i32;
+        let mut batch = Vec::with_capacity(HEADER_SIZE + body.len());
+        batch.extend_from_slice(&0i64.to_be_bytes());
+        batch.extend_from_slice(&((HEADER_SIZE - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
+        batch.extend_from_slice(&(-1i32).to_be_bytes());
+        batch.push(2);
+        batch.extend_from_slice(&0u32.to_be_bytes());
+        batch.extend_from_slice(&0i16.to_be_bytes());
+        batch.extend_from_slice(&(count - 1).to_be_bytes());
+        batch.extend_from_slice(&base_timestamp.to_be_bytes());
+        batch.extend_from_slice(&(base_timestamp + count as i64 - 1).to_be_bytes());
+        batch.extend_from_slice(&producer_id.to_be_bytes());
+        batch.extend_from_slice(&producer_epoch.to_be_bytes());
+        batch.extend_from_slice(&base_sequence.to_be_bytes());
+        batch.extend_from_slice(&count.to_be_bytes());
+        batch.extend_from_slice(&body);
+        let crc = compute_crc(&batch);
+        batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    /// A batch of `count` records with values `value-<i>` and no producer id.
+    pub fn simple_batch(count: usize, base_timestamp: i64) -> Vec<u8> {
+        let records: Vec<TestRecord> = (0..count)
+            .map(|i| TestRecord {
+                key: None,
+                value: Some(format!("value-{i}").into_bytes()),
+                headers: Vec::new(),
+            })
+            .collect();
+        build_batch(&records, base_timestamp, NO_PRODUCER_ID, -1, NO_SEQUENCE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn built_batch_validates_and_reports_its_extent() {
+        let batch = simple_batch(3, 1_000);
+        let header = validate(&batch).unwrap();
+        assert_eq!(header.total_size(), batch.len());
+        assert_eq!(header.records_count, 3);
+        assert_eq!(header.last_offset_delta, 2);
+        assert_eq!(header.max_timestamp, 1_002);
+        assert_eq!(header.producer_id, NO_PRODUCER_ID);
+    }
+
+    #[test]
+    fn base_offset_rewrite_keeps_crc_valid() {
+        let mut batch = simple_batch(2, 5);
+        set_base_offset(&mut batch, 42);
+        let header = validate(&batch).unwrap();
+        assert_eq!(header.base_offset, 42);
+        assert_eq!(header.last_offset(), 43);
+    }
+
+    #[test]
+    fn log_append_time_rewrite_recomputes_crc() {
+        let mut batch = simple_batch(2, 5);
+        set_log_append_time(&mut batch, 99);
+        let header = validate(&batch).unwrap();
+        assert_eq!(header.max_timestamp, 99);
+        assert_ne!(header.attributes & TIMESTAMP_TYPE_LOG_APPEND_TIME, 0);
+    }
+
+    #[test]
+    fn every_flipped_byte_in_crc_range_is_detected() {
+        let batch = simple_batch(2, 5);
+        for at in ATTRIBUTES_OFFSET..batch.len() {
+            let mut corrupt = batch.clone();
+            corrupt[at] ^= 0x40;
+            assert!(validate(&corrupt).is_err(), "flip at {at} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_detected() {
+        let batch = simple_batch(2, 5);
+        for len in 0..batch.len() {
+            assert!(
+                validate(&batch[..len]).is_err(),
+                "truncation to {len} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_magic_and_short_length_are_rejected() {
+        let mut batch = simple_batch(1, 0);
+        batch[MAGIC_OFFSET] = 1;
+        assert_eq!(validate(&batch), Err(BatchError::UnsupportedMagic(1)));
+        let mut batch = simple_batch(1, 0);
+        batch[8..12].copy_from_slice(&10i32.to_be_bytes());
+        assert_eq!(validate(&batch), Err(BatchError::LengthTooSmall(10)));
+    }
+
+    #[test]
+    fn iter_validated_walks_consecutive_batches_and_stops_at_garbage() {
+        let mut buf = simple_batch(2, 0);
+        buf.extend_from_slice(&simple_batch(3, 0));
+        buf.extend_from_slice(&[1, 2, 3]);
+        let items: Vec<_> = iter_validated(&buf).collect();
+        assert_eq!(items.len(), 3);
+        assert!(items[0].is_ok() && items[1].is_ok() && items[2].is_err());
+    }
+
+    #[test]
+    fn last_sequence_wraps_like_kafka() {
+        let mut batch = simple_batch(3, 0);
+        batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4]
+            .copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        let header = parse_header(&batch).unwrap();
+        assert_eq!(header.last_sequence(), 0);
+    }
+}
