@@ -25,7 +25,7 @@ mod segment;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -252,6 +252,14 @@ impl SyncJob {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct ReadHint {
+    segment_base: i64,
+    /// Base offset of the batch at `position`.
+    offset: i64,
+    position: u64,
+}
+
 #[derive(Debug)]
 struct InFlight {
     up_to_offset: i64,
@@ -298,6 +306,8 @@ pub struct PartitionLog {
     /// the log below offsets it had already handed out.
     deletions_waiting: Vec<Segment>,
     next_retention_check_ms: Millis,
+    /// Where the last read ended, so the next sequential read skips the index lookup.
+    read_hint: Mutex<Option<ReadHint>>,
     /// The latest time the log was told (for calls that take no `now`).
     last_now: Millis,
     closed: bool,
@@ -492,6 +502,7 @@ impl PartitionLog {
             last_flush_ms: now,
             in_flight: None,
             deletions_waiting: Vec::new(),
+            read_hint: Mutex::new(None),
             last_now: now,
             closed: false,
         };
@@ -709,19 +720,23 @@ impl PartitionLog {
         let Some(segment) = self.segment_containing(offset) else {
             return Ok(Bytes::new());
         };
-        let Some((start, first)) = segment.locate(offset)? else {
+        let hinted = self.hinted_batch(segment, offset)?;
+        let Some((start, first)) = (match hinted {
+            Some(found) => Some(found),
+            None => segment.locate(offset)?,
+        }) else {
             return Ok(Bytes::new());
         };
         if first.last_offset() >= max_offset {
             // The batch straddles max_offset (e.g. the high watermark): not readable yet.
             return Ok(Bytes::new());
         }
-        let upper = if max_offset >= segment.next_offset {
-            segment.size
+        let (upper, upper_offset) = if max_offset >= segment.next_offset {
+            (segment.size, segment.next_offset)
         } else {
             match segment.locate(max_offset)? {
-                Some((position, _)) => position,
-                None => segment.size,
+                Some((position, header)) => (position, header.base_offset),
+                None => (segment.size, segment.next_offset),
             }
         };
         let available = (upper - start) as usize;
@@ -733,18 +748,62 @@ impl PartitionLog {
         };
         let mut buf = Vec::new();
         segment.log.read_into(&mut buf, start, len)?;
+        let mut next = (upper_offset, upper);
         if len < available {
-            // Cut after the last whole batch that fits.
+            // Cut after the last whole batch that fits (a walk over batch lengths only).
             let mut end = 0usize;
             while let Some(size) = segment::batch_size_at(&buf, end) {
                 if end + size > buf.len() {
                     break;
                 }
+                next = (
+                    segment::next_offset_at(&buf, end),
+                    start + (end + size) as u64,
+                );
                 end += size;
             }
-            buf.truncate(end.max(first_size.min(buf.len())));
+            buf.truncate(end);
+        }
+        // A consumer's next fetch starts where this one ended: remember where that is.
+        if let Ok(mut hint) = self.read_hint.lock() {
+            *hint = Some(ReadHint {
+                segment_base: segment.base_offset,
+                offset: next.0,
+                position: next.1,
+            });
         }
         Ok(Bytes::from(buf))
+    }
+
+    /// The batch at `offset` if the last read ended exactly there (sequential consumers).
+    fn hinted_batch(
+        &self,
+        segment: &Segment,
+        offset: i64,
+    ) -> io::Result<Option<(u64, BatchHeader)>> {
+        let hint = match self.read_hint.lock() {
+            Ok(hint) => *hint,
+            Err(_) => None,
+        };
+        let Some(hint) = hint else {
+            return Ok(None);
+        };
+        if hint.segment_base != segment.base_offset
+            || hint.offset != offset
+            || hint.position >= segment.size
+        {
+            return Ok(None);
+        }
+        Ok(segment
+            .header_at(hint.position)?
+            .filter(|header| header.base_offset == offset)
+            .map(|header| (hint.position, header)))
+    }
+
+    fn clear_read_hint(&mut self) {
+        if let Ok(hint) = self.read_hint.get_mut() {
+            *hint = None;
+        }
     }
 
     /// The segment whose offsets include `offset`.
@@ -877,6 +936,7 @@ impl PartitionLog {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
+        self.clear_read_hint();
         let first_base = *self.segments.keys().next().expect("non-empty");
         if offset < self.log_start_offset || offset <= first_base {
             let start = offset.max(0);
@@ -1086,19 +1146,26 @@ impl PartitionLog {
         if self.in_flight.is_some() || self.closed || !self.sync_wanted() {
             return None;
         }
-        // Index entries become part of what the job syncs; a failed write only costs a rebuild
-        // on the next unclean open.
-        for base in &self.dirty_segments {
-            if let Some(segment) = self.segments.get_mut(base) {
-                let _ = segment.write_indexes();
-            }
-        }
+        Some(self.build_sync_job(false))
+    }
+
+    /// Collects what a sync job covers. The active segment's indexes are synced only when
+    /// `active_indexes` (at close): after a crash the active segment (everything from the
+    /// recovery point) is rescanned and its indexes rebuilt anyway, so the steady-state job is
+    /// one fdatasync of the active `.log`. A rolled segment's indexes are synced with it, as
+    /// open trusts them once the recovery point passes the segment.
+    fn build_sync_job(&mut self, active_indexes: bool) -> SyncJob {
+        let active_base = self.active().base_offset;
         let mut files: Vec<Arc<dyn StorageFile>> = Vec::new();
         for base in std::mem::take(&mut self.dirty_segments) {
-            if let Some(segment) = self.segments.get(&base) {
+            if let Some(segment) = self.segments.get_mut(&base) {
                 files.push(segment.log.clone());
-                files.push(segment.offset_index.file().clone());
-                files.push(segment.time_index.file().clone());
+                if base != active_base || active_indexes {
+                    // A failed index write only costs a rebuild on the next unclean open.
+                    let _ = segment.write_indexes();
+                    files.push(segment.offset_index.file().clone());
+                    files.push(segment.time_index.file().clone());
+                }
             }
         }
         let checkpoint_slot = std::mem::take(&mut self.checkpoint_dirty).then(|| {
@@ -1116,12 +1183,12 @@ impl PartitionLog {
             deletions: std::mem::take(&mut self.deletions_waiting),
             checkpoint_slot,
         });
-        Some(SyncJob {
+        SyncJob {
             up_to_offset,
             files,
             dirs,
             storage: self.storage.clone(),
-        })
+        }
     }
 
     /// Whether a sync job is in flight.
@@ -1212,7 +1279,7 @@ impl PartitionLog {
         if let Some(in_flight) = self.in_flight.take() {
             self.deletions_waiting.extend(in_flight.deletions);
         }
-        let job = self.take_sync_job().expect("a forced sync is wanted");
+        let job = self.build_sync_job(true);
         let up_to_offset = job.up_to_offset;
         job.run()?;
         self.sync_completed(up_to_offset);
