@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::broker::log_api::{FlushPolicy, LogConfig, TimestampType};
+use crate::log::{FlushPolicy, LogConfig, TimestampType};
 
 /// Kafka's default `message.max.bytes` (1 MiB + 12 bytes of log overhead).
 pub const DEFAULT_MESSAGE_MAX_BYTES: i32 = 1_048_588;

@@ -81,7 +81,7 @@ fn produce_fetch_and_list_offsets_round_trip() {
 
     assert_eq!(client.list_offset("orders", 1, -2), (0, 0, -1));
     assert_eq!(client.list_offset("orders", 1, -1), (0, 4, -1));
-    assert_eq!(client.list_offset("orders", 1, 1_001), (0, 0, 1_002));
+    assert_eq!(client.list_offset("orders", 1, 1_001), (0, 1, 1_001));
     assert_eq!(client.list_offset("orders", 1, 4_000), (0, 3, 5_000));
     assert_eq!(client.list_offset("orders", 1, 9_000), (0, -1, -1));
     assert_eq!(client.list_offset("orders", 1, -3), (0, 3, 5_000));

@@ -17,8 +17,8 @@
 //! extent, size and producer fields, the log validates its CRC and assigns offsets in place,
 //! and fetches return stored bytes as they are.
 
-pub mod log_api;
 pub mod producer_state;
+mod registry;
 mod requests;
 mod topics;
 
@@ -28,9 +28,10 @@ use std::sync::Arc;
 use kafka_protocol::messages::{ApiKey, FetchRequest, ProduceResponse, ResponseKind};
 
 use crate::config::{NodeConfig, TopicConfig};
+use crate::log::{FlushPolicy, PartitionLog, SyncJob};
 use crate::protocol::codec::DecodedRequest;
+use crate::storage::Storage;
 use crate::Millis;
-use log_api::{FlushPolicy, PartitionLog, Storage, SyncJob};
 use producer_state::ProducerStates;
 
 pub use topics::{validate_topic_name, TopicNameError};
@@ -176,6 +177,9 @@ pub struct Broker {
     pub(crate) topic_names_by_id: BTreeMap<uuid::Uuid, String>,
     /// Next producer id InitProducerId hands out.
     pub(crate) next_producer_id: i64,
+    /// Producer ids below this are reserved in the persisted registry.
+    pub(crate) producer_id_limit: i64,
+    pub(crate) registry_generation: u64,
     pub(crate) parked_fetches: Vec<ParkedFetch>,
     pub(crate) parked_produces: Vec<ParkedProduce>,
     /// Logs that gained visible data during the current step (wakes parked fetches).
@@ -204,6 +208,8 @@ impl Broker {
             topics: BTreeMap::new(),
             topic_names_by_id: BTreeMap::new(),
             next_producer_id: 0,
+            producer_id_limit: 0,
+            registry_generation: 0,
             parked_fetches: Vec::new(),
             parked_produces: Vec::new(),
             grown: BTreeSet::new(),

@@ -12,12 +12,12 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 
-use super::log_api::{AppendError, FlushPolicy, ReadError};
 use super::producer_state::SequenceCheck;
 use super::{
     respond, Broker, Effect, LogId, ParkedFetch, ParkedProduce, RequestId, MAX_PARKED_FETCHES,
     MAX_PARKED_PRODUCES,
 };
+use crate::log::{AppendError, FlushPolicy};
 use crate::protocol::batch::{self, BatchError, BatchHeader};
 use crate::protocol::codec::DecodedRequest;
 use crate::protocol::{api_versions, error};
@@ -551,14 +551,11 @@ impl Broker {
                             remaining = remaining.saturating_sub(records.len());
                             data.records = Some(records);
                         }
-                        Err(ReadError::OffsetOutOfRange) => {
-                            data.error_code = error::OFFSET_OUT_OF_RANGE;
-                            any_error = true;
-                        }
-                        #[allow(unreachable_patterns)]
                         Err(err) => {
-                            tracing::error!("fetch read failed: {err}");
-                            data.error_code = error::KAFKA_STORAGE_ERROR;
+                            if err.error_code() != error::OFFSET_OUT_OF_RANGE {
+                                tracing::error!("fetch read failed: {err}");
+                            }
+                            data.error_code = err.error_code();
                             any_error = true;
                         }
                     }
@@ -708,7 +705,9 @@ impl Broker {
         }
         let producer_id = self.next_producer_id;
         self.next_producer_id += 1;
-        self.persist_registry();
+        if self.next_producer_id >= self.producer_id_limit {
+            self.persist_registry();
+        }
         response
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(0)
@@ -716,9 +715,5 @@ impl Broker {
 }
 
 fn append_error_code(err: &AppendError) -> i16 {
-    match err {
-        AppendError::InvalidBatch(_) => error::CORRUPT_MESSAGE,
-        #[allow(unreachable_patterns)]
-        _ => error::KAFKA_STORAGE_ERROR,
-    }
+    err.error_code()
 }

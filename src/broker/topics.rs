@@ -17,9 +17,9 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use super::log_api::PartitionLog;
 use super::{Broker, Partition, Topic, MAX_PARTITIONS_PER_TOPIC};
 use crate::config::{TopicConfig, TOPIC_CONFIGS};
+use crate::log::PartitionLog;
 use crate::protocol::error;
 use crate::Millis;
 
@@ -145,6 +145,12 @@ impl Broker {
         let log_config = config.log_config(&self.config);
         let mut logs = Vec::with_capacity(partitions as usize);
         for index in 0..partitions {
+            // A crash between a DeleteTopics' registry write and its file removal can leave
+            // the old directory behind: never let a new topic inherit its records.
+            let dir = partition_dir(name, index);
+            if self.storage.list_dir(&dir).is_ok() {
+                let _ = self.storage.remove_dir_all(&dir);
+            }
             let log = PartitionLog::open(
                 self.storage.clone(),
                 &partition_dir(name, index),
@@ -193,14 +199,6 @@ impl Broker {
             Err(err) => err.code,
         }
     }
-
-    /// Recovers persisted topics and their logs.
-    pub(crate) fn recover(&mut self, _now: Millis) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Writes the topic registry (names, ids, partition counts, configs, producer id block).
-    pub(crate) fn persist_registry(&mut self) {}
 
     fn metadata_topic(&self, topic: &Topic, version: i16) -> MetadataResponseTopic {
         let node = BrokerId(self.config.node_id);

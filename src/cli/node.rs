@@ -3,9 +3,7 @@
 //! Settings are applied in this order, later ones winning: defaults, `--config FILE` (TOML with
 //! Kafka's names), `--set key=value`, then the dedicated flags.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use crate::config::NodeConfig;
 
@@ -77,9 +75,16 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
 
 #[cfg(not(madsim))]
 fn serve(config: NodeConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.log_dirs)?;
-    let storage: Arc<dyn crate::broker::log_api::Storage> =
-        Arc::new(crate::broker::log_api::MemoryStorage);
+    use std::io::Write;
+    use std::sync::Arc;
+    let storage: Arc<dyn crate::storage::Storage> = Arc::new(
+        crate::storage::FileStorage::new(&config.log_dirs).map_err(|err| {
+            anyhow::anyhow!(
+                "opening data directory {}: {err}",
+                config.log_dirs.display()
+            )
+        })?,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("karst")

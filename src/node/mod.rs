@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::broker::log_api::Storage;
 use crate::broker::{Broker, Effect, Input};
 use crate::config::NodeConfig;
+use crate::storage::Storage;
 use crate::Millis;
 
 /// A node and the roles it runs.

@@ -23,11 +23,12 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::broker::log_api::{Storage, SyncJob};
 use crate::broker::{ConnectionId, Effect, Input, LogId, RequestId};
 use crate::config::NodeConfig;
+use crate::log::SyncJob;
 use crate::node::Node;
 use crate::protocol::codec::DecodedRequest;
+use crate::storage::Storage;
 use crate::Millis;
 use connection::Outgoing;
 
