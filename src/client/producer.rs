@@ -197,8 +197,27 @@ impl Future for DeliveryFuture {
     }
 }
 
+/// A callback run with the record's delivery report, on the producer's task: keep it short.
+pub type DeliveryCallback = Box<dyn FnOnce(Result<RecordMetadata>) + Send + 'static>;
+
+enum Reply {
+    Channel(oneshot::Sender<Result<RecordMetadata>>),
+    Callback(DeliveryCallback),
+}
+
+impl Reply {
+    fn send(self, result: Result<RecordMetadata>) {
+        match self {
+            Reply::Channel(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Callback(f) => f(result),
+        }
+    }
+}
+
 struct Delivery {
-    reply: oneshot::Sender<Result<RecordMetadata>>,
+    reply: Reply,
     timestamp: i64,
 }
 
@@ -367,7 +386,25 @@ impl Producer {
     /// Queues `record`; the returned future is its delivery report. Waits only for metadata
     /// of a new topic and for buffer space.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let (tx, rx) = oneshot::channel();
+        self.send_inner(record, Reply::Channel(tx)).await?;
+        Ok(DeliveryFuture(rx))
+    }
+
+    /// Like [`Producer::send`], but the delivery report goes to `callback` (cheaper than a
+    /// future per record; used by `karst perf`). On an immediate error the callback is not
+    /// called.
+    pub async fn send_with_callback(
+        &self,
+        record: ProducerRecord,
+        callback: DeliveryCallback,
+    ) -> Result<()> {
+        self.send_inner(record, Reply::Callback(callback)).await
+    }
+
+    async fn send_inner(&self, record: ProducerRecord, reply: Reply) -> Result<()> {
         let shared = &self.shared;
+        let mut reply = Some(reply);
         let config = &shared.config;
         let deadline = Instant::now() + Duration::from_millis(config.max_block_ms);
         let record_size = BatchBuilder::record_size_upper_bound(
@@ -392,8 +429,8 @@ impl Producer {
         loop {
             // Created before checking, so a notify_waiters in between is not missed.
             let progress = shared.progress.notified();
-            match self.try_append(&record, record_size, timestamp)? {
-                Appended::Done(future) => return Ok(future),
+            match self.try_append(&record, record_size, timestamp, &mut reply)? {
+                Appended::Done => return Ok(()),
                 Appended::NeedMetadata => {
                     if Instant::now() >= deadline {
                         return Err(ClientError::DeadlineExceeded(format!(
@@ -412,7 +449,8 @@ impl Producer {
                     attempt += 1;
                 }
                 Appended::NeedSpace => {
-                    if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if tokio::time::timeout(left, progress).await.is_err() {
                         return Err(ClientError::DeadlineExceeded(format!(
                             "buffer.memory ({} bytes) still full after max.block.ms",
                             config.buffer_memory
@@ -446,6 +484,7 @@ impl Producer {
         record: &ProducerRecord,
         record_size: usize,
         timestamp: i64,
+        reply: &mut Option<Reply>,
     ) -> Result<Appended> {
         let shared = &self.shared;
         let config = &shared.config;
@@ -503,16 +542,14 @@ impl Producer {
                 created: Instant::now(),
             }
         });
-        let before = open.builder.size();
         open.builder.append(
             timestamp,
             record.key.as_deref(),
             record.value.as_deref(),
             &record.headers,
         );
-        let (tx, rx) = oneshot::channel();
         open.deliveries.push(Delivery {
-            reply: tx,
+            reply: reply.take().expect("appended once"),
             timestamp,
         });
         if open.builder.size() >= config.batch_size {
@@ -521,13 +558,12 @@ impl Producer {
             wake = true;
         }
         state.buffered_bytes += record_size.max(1);
-        let _ = before;
         state.undelivered += 1;
         drop(guard);
         if wake {
             shared.wake_sender.notify_one();
         }
-        Ok(Appended::Done(DeliveryFuture(rx)))
+        Ok(Appended::Done)
     }
 
     /// Sends everything buffered now and waits until every record sent before this call has
@@ -553,7 +589,7 @@ impl Producer {
 }
 
 enum Appended {
-    Done(DeliveryFuture),
+    Done,
     NeedMetadata,
     NeedSpace,
 }
@@ -641,7 +677,7 @@ async fn init_producer_id(cluster: &Cluster) -> Result<(i64, i16)> {
 type Routed = (String, i32, ReadyBatch);
 
 /// One Produce request's worth of batches for one broker.
-struct Send {
+struct ProduceSend {
     node_id: i32,
     batches: Vec<Routed>,
 }
@@ -700,7 +736,7 @@ async fn refresh_metadata(shared: Arc<Shared>) {
 
 /// Under the lock: closes due batches, expires old ones, picks what to send.
 /// Returns (requests, next wake-up, whether the sender is finished, whether to refresh).
-fn drain(shared: &Shared) -> (Vec<Send>, Option<Instant>, bool, bool) {
+fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
     let config = &shared.config;
     let now = Instant::now();
     let linger = Duration::from_millis(config.linger_ms);
@@ -829,7 +865,7 @@ fn drain(shared: &Shared) -> (Vec<Send>, Option<Instant>, bool, bool) {
     let sends = by_node
         .into_iter()
         .filter(|(_, (_, b))| !b.is_empty())
-        .map(|(node_id, (_, batches))| Send { node_id, batches })
+        .map(|(node_id, (_, batches))| ProduceSend { node_id, batches })
         .collect();
     (sends, next_wake, done, refresh)
 }
@@ -842,7 +878,7 @@ fn next_sequence(sequence: i32, count: i32) -> i32 {
 fn fail_batch(topic: &str, partition: i32, batch: ReadyBatch, error: ClientError) {
     let _ = (topic, partition);
     for d in batch.deliveries {
-        let _ = d.reply.send(Err(error.clone()));
+        d.reply.send(Err(error.clone()));
     }
 }
 
@@ -856,9 +892,10 @@ enum Outcome {
     Fail(ClientError),
 }
 
-async fn send_produce(shared: Arc<Shared>, send: Send) {
+async fn send_produce(shared: Arc<Shared>, send: ProduceSend) {
     let config = &shared.config;
-    let result = produce_request(&shared, &send).await;
+    let request = produce_request(&shared, &send);
+    let result = send_request(&shared, send.node_id, request).await;
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(send.batches.len());
     match &result {
         Err(e) => {
@@ -996,7 +1033,7 @@ async fn send_produce(shared: Arc<Shared>, send: Send) {
         match result {
             Ok((base_offset, log_append_time)) => {
                 for (i, d) in batch.deliveries.into_iter().enumerate() {
-                    let _ = d.reply.send(Ok(RecordMetadata {
+                    d.reply.send(Ok(RecordMetadata {
                         topic: topic.clone(),
                         partition,
                         offset: if base_offset >= 0 {
@@ -1025,9 +1062,8 @@ fn sequence_before(a: i32, b: i32) -> bool {
     diff != 0 && diff < (1 << 30)
 }
 
-/// Sends the Produce request; Ok(None) for acks=0.
-async fn produce_request(shared: &Shared, send: &Send) -> Result<Option<ProduceResponse>> {
-    let conn = shared.cluster.connection(send.node_id).await?;
+/// The Produce request carrying `send`'s batches.
+fn produce_request(shared: &Shared, send: &ProduceSend) -> ProduceRequest {
     let mut topics: Vec<TopicProduceData> = Vec::new();
     for (topic, partition, batch) in &send.batches {
         let data = PartitionProduceData::default()
@@ -1042,11 +1078,20 @@ async fn produce_request(shared: &Shared, send: &Send) -> Result<Option<ProduceR
             ),
         }
     }
-    let request = ProduceRequest::default()
+    ProduceRequest::default()
         .with_transactional_id(None)
         .with_acks(shared.config.acks.wire())
         .with_timeout_ms(shared.config.client.request_timeout_ms.min(i32::MAX as u64) as i32)
-        .with_topic_data(topics);
+        .with_topic_data(topics)
+}
+
+/// Sends the Produce request; Ok(None) for acks=0.
+async fn send_request(
+    shared: &Shared,
+    node_id: i32,
+    request: ProduceRequest,
+) -> Result<Option<ProduceResponse>> {
+    let conn = shared.cluster.connection(node_id).await?;
     if shared.config.acks == Acks::None {
         conn.send_no_response(&request, PRODUCE_VERSION_CAP).await?;
         return Ok(None);
