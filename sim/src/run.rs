@@ -1,0 +1,1 @@
+//! The madsim simulation of one seed (filled in below).
