@@ -71,8 +71,8 @@ fn main() -> ExitCode {
         Command::Plan { seed, options } => {
             let plan = karst_sim::nemesis::plan(
                 seed,
-                options.faults,
-                options.nodes,
+                options.effective_faults(),
+                options.effective_nodes(),
                 karst_sim::nemesis::WARMUP_MS,
                 options.fault_phase_ms,
             );

@@ -1,7 +1,7 @@
 //! What one simulated run does: shared by the CLI, the sweep (which forwards them to every
 //! child) and the run itself.
 
-use crate::nemesis::FaultSet;
+use crate::nemesis::{FaultKind, FaultSet};
 use std::fmt;
 
 /// The system under test.
@@ -59,6 +59,26 @@ fn parse_faults(text: &str) -> Result<FaultSet, String> {
 }
 
 impl RunOptions {
+    /// The faults this workload can suffer: the log workload has no network and no process
+    /// to pause, so those are dropped from `faults`.
+    pub fn effective_faults(&self) -> FaultSet {
+        match self.workload {
+            Workload::Node => self.faults,
+            Workload::Log => FaultKind::ALL
+                .into_iter()
+                .filter(|k| k.is_network() || *k == FaultKind::Pause)
+                .fold(self.faults, |set, kind| set.without(kind)),
+        }
+    }
+
+    /// Karst nodes actually run (the log workload has exactly one log).
+    pub fn effective_nodes(&self) -> u32 {
+        match self.workload {
+            Workload::Node => self.nodes.max(1),
+            Workload::Log => 1,
+        }
+    }
+
     /// The flags that reproduce these options on the command line.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = vec![

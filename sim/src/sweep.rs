@@ -8,7 +8,7 @@
 
 use crate::checker::ViolationClass;
 use std::collections::BTreeMap;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::ops::Range;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -221,6 +221,7 @@ pub fn sweep(exe: &Path, child_args: &[String], seeds: Range<u64>, jobs: usize) 
     let mut results = Vec::with_capacity(total as usize);
     let mut failed = 0usize;
     let mut last_progress = 0u64;
+    let interactive = std::io::stderr().is_terminal();
     while results.len() < total as usize {
         while running < jobs && next < seeds.end {
             let (exe, args, sender, seed) =
@@ -236,22 +237,27 @@ pub fn sweep(exe: &Path, child_args: &[String], seeds: Range<u64>, jobs: usize) 
         failed += !result.passed() as usize;
         results.push(result);
         let done = results.len() as u64;
-        // Progress about every 2%, and at the end.
-        if done == total || done * 50 / total > last_progress * 50 / total {
+        // Progress about every 2% on a terminal (redrawn in place), every 10% otherwise.
+        let steps = if interactive { 50 } else { 10 };
+        if done == total || done * steps / total > last_progress * steps / total {
             last_progress = done;
             let width = 30;
             let filled = (done * width / total) as usize;
             let elapsed = started.elapsed().as_secs_f64().max(1e-9);
             eprint!(
-                "\r[{}{}] {done}/{total} seeds, {failed} failed, {:.1} seeds/s   ",
+                "{}[{}{}] {done}/{total} seeds, {failed} failed, {:.1} seeds/s   {}",
+                if interactive { "\r" } else { "" },
                 "#".repeat(filled),
                 ".".repeat(width as usize - filled),
-                done as f64 / elapsed
+                done as f64 / elapsed,
+                if interactive { "" } else { "\n" }
             );
             let _ = std::io::stderr().flush();
         }
     }
-    eprintln!();
+    if interactive {
+        eprintln!();
+    }
     results.sort_by_key(|r| r.seed);
     SweepReport {
         results,

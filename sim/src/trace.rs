@@ -14,6 +14,7 @@ pub struct Trace {
     text: String,
     hash: u64,
     lines: u64,
+    last_ms: SimMillis,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -27,6 +28,7 @@ impl Trace {
             text: String::new(),
             hash: FNV_OFFSET,
             lines: 0,
+            last_ms: 0,
         }
     }
 
@@ -37,6 +39,7 @@ impl Trace {
             self.hash = (self.hash ^ byte as u64).wrapping_mul(FNV_PRIME);
         }
         self.lines += 1;
+        self.last_ms = self.last_ms.max(at_ms);
         if self.keep && self.text.len() + line.len() <= MAX_TRACE_BYTES {
             self.text.push_str(&line);
         }
@@ -44,6 +47,11 @@ impl Trace {
 
     pub fn hash(&self) -> u64 {
         self.hash
+    }
+
+    /// The latest time stamped on an event.
+    pub fn last_ms(&self) -> SimMillis {
+        self.last_ms
     }
 
     pub fn lines(&self) -> u64 {

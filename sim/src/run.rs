@@ -1,1 +1,0 @@
-//! The madsim simulation of one seed (filled in below).
