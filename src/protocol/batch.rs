@@ -74,6 +74,10 @@ pub enum BatchError {
     },
     #[error("invalid compression codec {0}")]
     InvalidCompression(i16),
+    #[error("malformed record at byte {0} of the batch")]
+    MalformedRecord(usize),
+    #[error("records of a compressed batch cannot be read without decompressing it")]
+    Compressed,
 }
 
 /// The decoded fixed header of one v2 record batch.
@@ -284,6 +288,58 @@ pub fn iter_validated(
     })
 }
 
+/// Reads a zigzag varint (Kafka's varint/varlong) at `*at`, advancing it.
+fn read_varint(buf: &[u8], at: &mut usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *buf.get(*at)?;
+        *at += 1;
+        value |= ((byte & 0x7f) as u64) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// The offset and timestamp of every record of an uncompressed batch (whose header is already
+/// validated), in order. Used by ListOffsets, not on the produce or fetch path. A
+/// LogAppendTime batch reports its max timestamp for every record, as Kafka does.
+pub fn record_offsets_and_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, BatchError> {
+    let header = parse_header(batch)?;
+    if header.compression() != 0 {
+        return Err(BatchError::Compressed);
+    }
+    let end = header.total_size().min(batch.len());
+    let log_append_time = header.attributes & TIMESTAMP_TYPE_LOG_APPEND_TIME != 0;
+    let count = header.records_count.max(0) as usize;
+    let mut records = Vec::with_capacity(count.min(end / 7));
+    let mut at = HEADER_SIZE;
+    for _ in 0..count {
+        let start = at;
+        let malformed = || BatchError::MalformedRecord(start);
+        let length = read_varint(&batch[..end], &mut at).ok_or_else(malformed)?;
+        let body_start = at;
+        if length < 1 || body_start as i64 + length > end as i64 {
+            return Err(malformed());
+        }
+        at += 1; // record attributes
+        let timestamp_delta = read_varint(&batch[..end], &mut at).ok_or_else(malformed)?;
+        let offset_delta = read_varint(&batch[..end], &mut at).ok_or_else(malformed)?;
+        if at > body_start + length as usize {
+            return Err(malformed());
+        }
+        let timestamp = if log_append_time {
+            header.max_timestamp
+        } else {
+            header.base_timestamp.wrapping_add(timestamp_delta)
+        };
+        records.push((header.base_offset.wrapping_add(offset_delta), timestamp));
+        at = body_start + length as usize;
+    }
+    Ok(records)
+}
+
 /// Builders for tests: a minimal, valid, uncompressed v2 batch with the given records.
 pub mod testing {
     use super::*;
@@ -454,6 +510,23 @@ mod tests {
         let items: Vec<_> = iter_validated(&buf).collect();
         assert_eq!(items.len(), 3);
         assert!(items[0].is_ok() && items[1].is_ok() && items[2].is_err());
+    }
+
+    #[test]
+    fn record_timestamps_are_decoded_from_deltas() {
+        let mut batch = simple_batch(3, 1_000);
+        set_base_offset(&mut batch, 10);
+        assert_eq!(
+            record_offsets_and_timestamps(&batch).unwrap(),
+            vec![(10, 1_000), (11, 1_001), (12, 1_002)]
+        );
+        set_log_append_time(&mut batch, 7);
+        assert_eq!(
+            record_offsets_and_timestamps(&batch).unwrap(),
+            vec![(10, 7), (11, 7), (12, 7)]
+        );
+        let short = &batch[..batch.len() - 3];
+        assert!(record_offsets_and_timestamps(short).is_err());
     }
 
     #[test]
