@@ -1,9 +1,117 @@
-//! `karst node`: run one node.
+//! `karst node`: run one node (see NODE_CONTRACT.md).
+//!
+//! Settings are applied in this order, later ones winning: defaults, `--config FILE` (TOML with
+//! Kafka's names), `--set key=value`, then the dedicated flags.
+
+use std::path::PathBuf;
+
+use crate::config::NodeConfig;
 
 /// Arguments of `karst node`.
 #[derive(Debug, clap::Args)]
-pub struct NodeArgs {}
+pub struct NodeArgs {
+    /// TOML file of settings with Kafka's names as keys, e.g. `"log.retention.ms" = 1000`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// node.id
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<i32>,
+    /// listeners: HOST:PORT to bind (a PLAINTEXT:// prefix is accepted; port 0 = ephemeral).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listeners: Option<String>,
+    /// advertised.listeners: HOST:PORT given to clients (default: the bound address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised_listeners: Option<String>,
+    /// log.dirs: the data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Any setting by its Kafka name, e.g. `--set num.partitions=6` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
 
-pub fn run(_args: NodeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet implemented")
+/// Builds the node configuration from the arguments.
+pub fn node_config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
+    let mut config = NodeConfig::default();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| anyhow::anyhow!("reading {}: {err}", path.display()))?;
+        config
+            .apply_toml(&text)
+            .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+    }
+    for pair in &args.set {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got {pair:?}"))?;
+        config.set(key.trim(), value)?;
+    }
+    if let Some(node_id) = args.node_id {
+        config.set("node.id", &node_id.to_string())?;
+    }
+    if let Some(listeners) = &args.listeners {
+        config.set("listeners", listeners)?;
+    }
+    if let Some(advertised) = &args.advertised_listeners {
+        config.set("advertised.listeners", advertised)?;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.log_dirs = dir.clone();
+    }
+    Ok(config)
+}
+
+pub fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let config = node_config(&args)?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    serve(config)
+}
+
+#[cfg(not(madsim))]
+fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::sync::Arc;
+    let storage: Arc<dyn crate::storage::Storage> = Arc::new(
+        crate::storage::FileStorage::new(&config.log_dirs).map_err(|err| {
+            anyhow::anyhow!(
+                "opening data directory {}: {err}",
+                config.log_dirs.display()
+            )
+        })?,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("karst")
+        .build()?;
+    runtime.block_on(async move {
+        let mut node = crate::runtime::start(config, storage).await?;
+        {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "listening on {}", node.local_addr())?;
+            stdout.flush()?;
+        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            biased;
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+            result = node.stopped() => return result,
+        }
+        node.shutdown().await?;
+        tracing::info!("clean shutdown complete");
+        Ok(())
+    })
+}
+
+#[cfg(madsim)]
+fn serve(_config: NodeConfig) -> anyhow::Result<()> {
+    anyhow::bail!("`karst node` runs on real tokio; the simulator starts nodes with runtime::start")
 }

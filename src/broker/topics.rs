@@ -1,0 +1,742 @@
+//! Topics: Kafka's naming rules, creation (CreateTopics and auto-creation), deletion, added
+//! partitions, configs, Metadata and DescribeCluster, and the persisted topic registry.
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Broker, Partition, Topic, MAX_PARTITIONS_PER_TOPIC};
+use crate::config::{TopicConfig, TOPIC_CONFIGS};
+use crate::log::PartitionLog;
+use crate::protocol::error;
+use crate::Millis;
+
+/// Longest legal topic name (Kafka: 249, so that partition directories fit in 255 bytes).
+pub const MAX_TOPIC_NAME_LENGTH: usize = 249;
+/// Names reserved for Kafka's internal topics.
+pub const INTERNAL_TOPICS: &[&str] = &[
+    "__consumer_offsets",
+    "__transaction_state",
+    "__cluster_metadata",
+];
+
+/// Why a topic name is refused (Kafka's `Topic.validate` rules).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicNameError {
+    #[error("topic name is empty")]
+    Empty,
+    #[error("topic name cannot be \".\" or \"..\"")]
+    Dots,
+    #[error("topic name is longer than {MAX_TOPIC_NAME_LENGTH} characters")]
+    TooLong,
+    #[error(
+        "topic name {0:?} contains characters other than ASCII letters, digits, '.', '_' and '-'"
+    )]
+    IllegalCharacter(String),
+    #[error("topic name {0:?} is reserved for an internal topic")]
+    Reserved(String),
+}
+
+/// Checks a topic name against Kafka's rules.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicNameError> {
+    if name.is_empty() {
+        return Err(TopicNameError::Empty);
+    }
+    if name == "." || name == ".." {
+        return Err(TopicNameError::Dots);
+    }
+    if name.len() > MAX_TOPIC_NAME_LENGTH {
+        return Err(TopicNameError::TooLong);
+    }
+    if !name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+    {
+        return Err(TopicNameError::IllegalCharacter(name.to_string()));
+    }
+    if INTERNAL_TOPICS.contains(&name) {
+        return Err(TopicNameError::Reserved(name.to_string()));
+    }
+    Ok(())
+}
+
+/// Kafka treats `.` and `_` alike when checking for collisions (metric names).
+fn collision_key(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+fn str_bytes(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
+}
+
+/// Data directory of one partition, as Kafka names it.
+pub(crate) fn partition_dir(topic: &str, partition: i32) -> String {
+    format!("{topic}-{partition}")
+}
+
+/// Why a topic could not be created.
+pub(crate) struct CreateError {
+    pub(crate) code: i16,
+    pub(crate) message: String,
+}
+
+fn create_error(code: i16, message: impl Into<String>) -> CreateError {
+    CreateError {
+        code,
+        message: message.into(),
+    }
+}
+
+impl Broker {
+    /// Checks that a topic called `name` may be created now.
+    pub(crate) fn check_new_topic_name(&self, name: &str) -> Result<(), CreateError> {
+        validate_topic_name(name)
+            .map_err(|err| create_error(error::INVALID_TOPIC_EXCEPTION, err.to_string()))?;
+        if self.topics.contains_key(name) {
+            return Err(create_error(
+                error::TOPIC_ALREADY_EXISTS,
+                format!("topic {name:?} already exists"),
+            ));
+        }
+        let key = collision_key(name);
+        if let Some(other) = self.topics.keys().find(|other| collision_key(other) == key) {
+            return Err(create_error(
+                error::INVALID_TOPIC_EXCEPTION,
+                format!("topic {name:?} collides with existing topic {other:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn new_topic_id(&mut self) -> uuid::Uuid {
+        loop {
+            let id = uuid::Builder::from_random_bytes(
+                ((self.rng.next_u64() as u128) << 64 | self.rng.next_u64() as u128).to_be_bytes(),
+            )
+            .into_uuid();
+            // Kafka reserves the zero id and the "metadata topic" id (all zeroes but the last).
+            if id.as_u128() > 1 && !self.topic_names_by_id.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Creates a topic (already validated by the caller) with its partition logs.
+    pub(crate) fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        config: TopicConfig,
+        now: Millis,
+    ) -> Result<uuid::Uuid, CreateError> {
+        let id = self.new_topic_id();
+        let log_config = config.log_config(&self.config);
+        let mut logs = Vec::with_capacity(partitions as usize);
+        for index in 0..partitions {
+            // A crash between a DeleteTopics' registry write and its file removal can leave
+            // the old directory behind: never let a new topic inherit its records.
+            let dir = partition_dir(name, index);
+            if self.storage.list_dir(&dir).is_ok() {
+                let _ = self.storage.remove_dir_all(&dir);
+            }
+            let log = PartitionLog::open(
+                self.storage.clone(),
+                &partition_dir(name, index),
+                log_config.clone(),
+                now,
+            )
+            .map_err(|err| create_error(error::KAFKA_STORAGE_ERROR, err.to_string()))?;
+            logs.push(Partition {
+                log,
+                producers: Default::default(),
+            });
+        }
+        self.topics.insert(
+            name.to_string(),
+            Topic {
+                name: name.to_string(),
+                id,
+                config,
+                partitions: logs,
+            },
+        );
+        self.topic_names_by_id.insert(id, name.to_string());
+        self.persist_registry();
+        Ok(id)
+    }
+
+    /// Auto-creates `name` for Metadata (auto.create.topics.enable) and returns the error code
+    /// to report: NONE if it now exists.
+    pub(crate) fn auto_create(&mut self, name: &str, now: Millis) -> i16 {
+        if let Err(err) = self.check_new_topic_name(name) {
+            return if err.code == error::TOPIC_ALREADY_EXISTS {
+                error::NONE
+            } else {
+                err.code
+            };
+        }
+        let partitions = self
+            .config
+            .num_partitions
+            .clamp(1, MAX_PARTITIONS_PER_TOPIC);
+        match self.create_topic(name, partitions, TopicConfig::default(), now) {
+            Ok(_) => {
+                tracing::info!(topic = name, partitions, "auto-created topic");
+                error::NONE
+            }
+            Err(err) => err.code,
+        }
+    }
+
+    fn metadata_topic(&self, topic: &Topic, version: i16) -> MetadataResponseTopic {
+        let node = BrokerId(self.config.node_id);
+        let partitions = (0..topic.partitions.len() as i32)
+            .map(|index| {
+                let mut partition = MetadataResponsePartition::default()
+                    .with_partition_index(index)
+                    .with_leader_id(node)
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(vec![node]);
+                if version >= 7 {
+                    partition.leader_epoch = 0;
+                }
+                partition
+            })
+            .collect();
+        let mut response = MetadataResponseTopic::default()
+            .with_name(Some(TopicName(str_bytes(&topic.name))))
+            .with_partitions(partitions);
+        if version >= 10 {
+            response.topic_id = topic.id;
+        }
+        response
+    }
+
+    pub(crate) fn handle_metadata(
+        &mut self,
+        version: i16,
+        request: MetadataRequest,
+        now: Millis,
+    ) -> MetadataResponse {
+        let mut topics = Vec::new();
+        // v0: an empty list means all topics; v1+: null means all, empty means none.
+        let requested = match request.topics {
+            None => None,
+            Some(list) if list.is_empty() && version == 0 => None,
+            Some(list) => Some(list),
+        };
+        match requested {
+            None => {
+                for topic in self.topics.values() {
+                    topics.push(self.metadata_topic(topic, version));
+                }
+            }
+            Some(list) => {
+                // v4+ lets the client forbid auto-creation; before v4 the broker decides.
+                let allow_auto_create = self.config.auto_create_topics_enable
+                    && (version < 4 || request.allow_auto_topic_creation);
+                for wanted in list {
+                    let name = match wanted.name {
+                        Some(name) => name.to_string(),
+                        None => match self.topic_names_by_id.get(&wanted.topic_id) {
+                            Some(name) => name.clone(),
+                            None => {
+                                topics.push(
+                                    MetadataResponseTopic::default()
+                                        .with_error_code(error::UNKNOWN_TOPIC_ID)
+                                        .with_topic_id(wanted.topic_id),
+                                );
+                                continue;
+                            }
+                        },
+                    };
+                    if !self.topics.contains_key(&name) {
+                        let code = if validate_topic_name(&name).is_err() {
+                            error::INVALID_TOPIC_EXCEPTION
+                        } else if allow_auto_create {
+                            self.auto_create(&name, now)
+                        } else {
+                            error::UNKNOWN_TOPIC_OR_PARTITION
+                        };
+                        if code != error::NONE {
+                            topics.push(
+                                MetadataResponseTopic::default()
+                                    .with_error_code(code)
+                                    .with_name(Some(TopicName(str_bytes(&name)))),
+                            );
+                            continue;
+                        }
+                    }
+                    topics.push(self.metadata_topic(&self.topics[&name], version));
+                }
+            }
+        }
+        let mut broker = MetadataResponseBroker::default()
+            .with_node_id(BrokerId(self.config.node_id))
+            .with_host(str_bytes(&self.advertised_host))
+            .with_port(self.advertised_port);
+        broker.rack = None;
+        let mut response = MetadataResponse::default()
+            .with_brokers(vec![broker])
+            .with_topics(topics);
+        if version >= 1 {
+            response.controller_id = BrokerId(self.config.node_id);
+        }
+        if version >= 2 {
+            response.cluster_id = Some(str_bytes(&self.config.cluster_id));
+        }
+        response
+    }
+
+    pub(crate) fn handle_create_topics(
+        &mut self,
+        version: i16,
+        request: CreateTopicsRequest,
+        now: Millis,
+    ) -> CreateTopicsResponse {
+        let mut results = Vec::with_capacity(request.topics.len());
+        let mut seen = std::collections::BTreeSet::new();
+        for topic in request.topics {
+            let name = topic.name.to_string();
+            let mut result = CreatableTopicResult::default().with_name(topic.name.clone());
+            let outcome = if !seen.insert(name.clone()) {
+                Err(create_error(
+                    error::INVALID_REQUEST,
+                    format!("topic {name:?} appears twice in the request"),
+                ))
+            } else {
+                self.create_one_topic(&name, &topic, request.validate_only, now)
+            };
+            match outcome {
+                Ok((id, partitions, config)) => {
+                    if version >= 7 {
+                        result.topic_id = id;
+                    }
+                    if version >= 5 {
+                        result.num_partitions = partitions;
+                        result.replication_factor = 1;
+                        result.configs = Some(
+                            TOPIC_CONFIGS
+                                .iter()
+                                .filter_map(|(key, _)| {
+                                    let (value, is_default) =
+                                        config.effective(&self.config, key)?;
+                                    Some(
+                                        CreatableTopicConfigs::default()
+                                            .with_name(str_bytes(key))
+                                            .with_value(Some(str_bytes(&value)))
+                                            .with_config_source(if is_default { 5 } else { 1 }),
+                                    )
+                                })
+                                .collect(),
+                        );
+                    }
+                }
+                Err(err) => {
+                    result.error_code = err.code;
+                    if version >= 1 {
+                        result.error_message = Some(StrBytes::from_string(err.message));
+                    }
+                    if version >= 5 {
+                        result.num_partitions = -1;
+                        result.replication_factor = -1;
+                    }
+                }
+            }
+            results.push(result);
+        }
+        CreateTopicsResponse::default().with_topics(results)
+    }
+
+    fn create_one_topic(
+        &mut self,
+        name: &str,
+        topic: &create_topics_request::CreatableTopic,
+        validate_only: bool,
+        now: Millis,
+    ) -> Result<(uuid::Uuid, i32, TopicConfig), CreateError> {
+        self.check_new_topic_name(name)?;
+        let partitions = if !topic.assignments.is_empty() {
+            if topic.num_partitions != -1 || topic.replication_factor != -1 {
+                return Err(create_error(
+                    error::INVALID_REQUEST,
+                    "both assignments and num_partitions/replication_factor given",
+                ));
+            }
+            for (index, assignment) in topic.assignments.iter().enumerate() {
+                if assignment.partition_index != index as i32
+                    || assignment.broker_ids != [BrokerId(self.config.node_id)]
+                {
+                    return Err(create_error(
+                        error::INVALID_REPLICA_ASSIGNMENT,
+                        "each partition must be assigned to this node only, in order",
+                    ));
+                }
+            }
+            topic.assignments.len() as i32
+        } else if topic.num_partitions == -1 {
+            self.config.num_partitions
+        } else {
+            topic.num_partitions
+        };
+        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
+            return Err(create_error(
+                error::INVALID_PARTITIONS,
+                format!("number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}"),
+            ));
+        }
+        if topic.replication_factor != -1 && topic.replication_factor != 1 {
+            return Err(create_error(
+                error::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "replication factor {} is larger than the 1 available broker",
+                    topic.replication_factor
+                ),
+            ));
+        }
+        let mut config = TopicConfig::default();
+        for entry in &topic.configs {
+            let Some(value) = &entry.value else {
+                continue;
+            };
+            config
+                .set(entry.name.as_str(), value.as_str())
+                .map_err(|err| create_error(error::INVALID_CONFIG, err.to_string()))?;
+        }
+        if validate_only {
+            return Ok((uuid::Uuid::nil(), partitions, config));
+        }
+        let id = self.create_topic(name, partitions, config.clone(), now)?;
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok((id, partitions, config))
+    }
+
+    pub(crate) fn handle_delete_topics(
+        &mut self,
+        version: i16,
+        request: DeleteTopicsRequest,
+    ) -> DeleteTopicsResponse {
+        // v6 addresses topics by name or id; before, by name only.
+        let wanted: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+            request
+                .topics
+                .into_iter()
+                .map(|topic| (topic.name.map(|name| name.to_string()), topic.topic_id))
+                .collect()
+        } else {
+            request
+                .topic_names
+                .into_iter()
+                .map(|name| (Some(name.to_string()), uuid::Uuid::nil()))
+                .collect()
+        };
+        let mut responses = Vec::with_capacity(wanted.len());
+        for (name, topic_id) in wanted {
+            let resolved = match &name {
+                Some(name) => self.topics.contains_key(name).then(|| name.clone()),
+                None => self.topic_names_by_id.get(&topic_id).cloned(),
+            };
+            let mut result = DeletableTopicResult::default();
+            if version >= 6 {
+                result.topic_id = topic_id;
+            }
+            result.name = name.as_deref().map(|name| TopicName(str_bytes(name)));
+            match resolved {
+                None => {
+                    result.error_code = if name.is_some() {
+                        error::UNKNOWN_TOPIC_OR_PARTITION
+                    } else {
+                        error::UNKNOWN_TOPIC_ID
+                    }
+                }
+                Some(_) if !self.config.delete_topic_enable => {
+                    result.error_code = error::TOPIC_DELETION_DISABLED
+                }
+                Some(resolved) => {
+                    let topic = self.topics.remove(&resolved).expect("resolved above");
+                    self.topic_names_by_id.remove(&topic.id);
+                    if version >= 6 {
+                        result.topic_id = topic.id;
+                        result.name = Some(TopicName(str_bytes(&resolved)));
+                    }
+                    for partition in topic.partitions {
+                        if let Err(err) = partition.log.delete() {
+                            tracing::error!(topic = %resolved, "deleting log failed: {err}");
+                        }
+                    }
+                    self.persist_registry();
+                    tracing::info!(topic = %resolved, "deleted topic");
+                }
+            }
+            responses.push(result);
+        }
+        DeleteTopicsResponse::default().with_responses(responses)
+    }
+
+    pub(crate) fn handle_create_partitions(
+        &mut self,
+        request: CreatePartitionsRequest,
+        now: Millis,
+    ) -> CreatePartitionsResponse {
+        let mut results = Vec::with_capacity(request.topics.len());
+        for wanted in request.topics {
+            let name = wanted.name.to_string();
+            let outcome = self.add_partitions(&name, &wanted, request.validate_only, now);
+            let mut result = CreatePartitionsTopicResult::default().with_name(wanted.name);
+            if let Err(err) = outcome {
+                result.error_code = err.code;
+                result.error_message = Some(StrBytes::from_string(err.message));
+            }
+            results.push(result);
+        }
+        CreatePartitionsResponse::default().with_results(results)
+    }
+
+    fn add_partitions(
+        &mut self,
+        name: &str,
+        wanted: &create_partitions_request::CreatePartitionsTopic,
+        validate_only: bool,
+        now: Millis,
+    ) -> Result<(), CreateError> {
+        let node = BrokerId(self.config.node_id);
+        let storage = self.storage.clone();
+        let Some(topic) = self.topics.get_mut(name) else {
+            return Err(create_error(
+                error::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic {name:?} does not exist"),
+            ));
+        };
+        let current = topic.partitions.len() as i32;
+        if wanted.count <= current || wanted.count > MAX_PARTITIONS_PER_TOPIC {
+            return Err(create_error(
+                error::INVALID_PARTITIONS,
+                format!(
+                    "topic has {current} partitions; the new count must be larger and at most {MAX_PARTITIONS_PER_TOPIC}"
+                ),
+            ));
+        }
+        if let Some(assignments) = &wanted.assignments {
+            if assignments.len() as i32 != wanted.count - current
+                || assignments.iter().any(|a| a.broker_ids != [node])
+            {
+                return Err(create_error(
+                    error::INVALID_REPLICA_ASSIGNMENT,
+                    "each new partition must be assigned to this node only",
+                ));
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let log_config = topic.config.log_config(&self.config);
+        for index in current..wanted.count {
+            let log = PartitionLog::open(
+                storage.clone(),
+                &partition_dir(name, index),
+                log_config.clone(),
+                now,
+            )
+            .map_err(|err| create_error(error::KAFKA_STORAGE_ERROR, err.to_string()))?;
+            topic.partitions.push(Partition {
+                log,
+                producers: Default::default(),
+            });
+        }
+        self.persist_registry();
+        Ok(())
+    }
+
+    pub(crate) fn handle_describe_configs(
+        &self,
+        version: i16,
+        request: DescribeConfigsRequest,
+    ) -> DescribeConfigsResponse {
+        const TOPIC: i8 = 2;
+        const BROKER: i8 = 4;
+        let mut results = Vec::with_capacity(request.resources.len());
+        for resource in request.resources {
+            let mut result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            let wanted = |key: &str| {
+                resource
+                    .configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
+            };
+            let entry = |key: &str, value: String, source: i8| {
+                let mut config = DescribeConfigsResourceResult::default()
+                    .with_name(str_bytes(key))
+                    .with_value(Some(StrBytes::from_string(value)))
+                    .with_config_source(source);
+                if version >= 3 {
+                    config.config_type = config_type(key);
+                }
+                config
+            };
+            match resource.resource_type {
+                TOPIC => match self.topics.get(resource.resource_name.as_str()) {
+                    Some(topic) => {
+                        result.configs = TOPIC_CONFIGS
+                            .iter()
+                            .filter(|(key, _)| wanted(key))
+                            .filter_map(|(key, _)| {
+                                let (value, is_default) =
+                                    topic.config.effective(&self.config, key)?;
+                                // 1 = DYNAMIC_TOPIC_CONFIG, 5 = DEFAULT_CONFIG
+                                Some(entry(key, value, if is_default { 5 } else { 1 }))
+                            })
+                            .collect();
+                    }
+                    None => {
+                        result.error_code = error::UNKNOWN_TOPIC_OR_PARTITION;
+                        result.error_message = Some(str_bytes("unknown topic"));
+                    }
+                },
+                BROKER
+                    if resource.resource_name.is_empty()
+                        || resource.resource_name.as_str() == self.config.node_id.to_string() =>
+                {
+                    result.configs = crate::config::NodeConfig::NAMES
+                        .iter()
+                        .filter(|key| wanted(key))
+                        .filter_map(|key| {
+                            // 4 = STATIC_BROKER_CONFIG
+                            Some(entry(key, self.config.value_of(key)?, 4))
+                        })
+                        .collect();
+                }
+                _ => {
+                    result.error_code = error::INVALID_REQUEST;
+                    result.error_message = Some(str_bytes(
+                        "only topic and this broker's configs can be described",
+                    ));
+                }
+            }
+            results.push(result);
+        }
+        DescribeConfigsResponse::default().with_results(results)
+    }
+
+    pub(crate) fn handle_incremental_alter_configs(
+        &mut self,
+        request: IncrementalAlterConfigsRequest,
+    ) -> IncrementalAlterConfigsResponse {
+        const TOPIC: i8 = 2;
+        let mut responses = Vec::with_capacity(request.resources.len());
+        for resource in request.resources {
+            let mut response = AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            let outcome = if resource.resource_type != TOPIC {
+                Err((
+                    error::INVALID_REQUEST,
+                    "only topic configs can be altered".to_string(),
+                ))
+            } else {
+                self.alter_topic_config(
+                    resource.resource_name.as_str(),
+                    &resource.configs,
+                    request.validate_only,
+                )
+            };
+            if let Err((code, message)) = outcome {
+                response.error_code = code;
+                response.error_message = Some(StrBytes::from_string(message));
+            }
+            responses.push(response);
+        }
+        IncrementalAlterConfigsResponse::default().with_responses(responses)
+    }
+
+    fn alter_topic_config(
+        &mut self,
+        name: &str,
+        changes: &[incremental_alter_configs_request::AlterableConfig],
+        validate_only: bool,
+    ) -> Result<(), (i16, String)> {
+        let Some(topic) = self.topics.get(name) else {
+            return Err((
+                error::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("unknown topic {name:?}"),
+            ));
+        };
+        let mut config = topic.config.clone();
+        for change in changes {
+            let key = change.name.as_str();
+            match change.config_operation {
+                0 => {
+                    // SET
+                    let value = change.value.as_ref().map(|v| v.as_str()).unwrap_or("");
+                    config
+                        .set(key, value)
+                        .map_err(|err| (error::INVALID_CONFIG, err.to_string()))?;
+                }
+                1 => {
+                    // DELETE: back to the default
+                    TopicConfig::validate(key, "1")
+                        .or_else(|err| match err {
+                            crate::config::ConfigError::Unknown(_) => Err(err),
+                            _ => Ok(()),
+                        })
+                        .map_err(|err| (error::INVALID_CONFIG, err.to_string()))?;
+                    config.overrides.remove(key);
+                }
+                _ => {
+                    return Err((
+                        error::INVALID_CONFIG,
+                        format!("APPEND/SUBTRACT are not supported for {key}"),
+                    ))
+                }
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let log_config = config.log_config(&self.config);
+        let topic = self.topics.get_mut(name).expect("checked above");
+        topic.config = config;
+        for partition in topic.partitions.iter_mut() {
+            partition.log.set_config(log_config.clone());
+        }
+        self.persist_registry();
+        Ok(())
+    }
+
+    pub(crate) fn handle_describe_cluster(&self, version: i16) -> DescribeClusterResponse {
+        let mut response = DescribeClusterResponse::default()
+            .with_cluster_id(str_bytes(&self.config.cluster_id))
+            .with_controller_id(BrokerId(self.config.node_id))
+            .with_brokers(vec![DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(self.config.node_id))
+                .with_host(str_bytes(&self.advertised_host))
+                .with_port(self.advertised_port)]);
+        if version >= 1 {
+            response.endpoint_type = 1; // brokers
+        }
+        response
+    }
+}
+
+/// DescribeConfigs v3 config types: 1 boolean, 2 string, 3 int, 4 short, 5 long, 7 list.
+fn config_type(key: &str) -> i8 {
+    match key {
+        "cleanup.policy" => 7,
+        "message.timestamp.type" => 2,
+        "max.message.bytes" | "index.interval.bytes" | "min.insync.replicas" | "segment.bytes" => 3,
+        _ => 5,
+    }
+}

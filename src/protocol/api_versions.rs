@@ -1,0 +1,106 @@
+//! The APIs and versions Karst implements, as advertised by ApiVersions.
+//!
+//! Rule: advertise exactly what the broker handles. Every entry here has a handler in
+//! `crate::broker`; clients pick min(their max, our max), so the maxima cover what librdkafka 2.x
+//! and kafka-python 3.x send (see FACTS.md) and the minima are the crate's lowest decodable.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+/// (api key, min version, max version).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The supported version range of `api_key`, if Karst implements it.
+pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(key, _, _)| *key == api_key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// Whether Karst handles `api_key` at `version`.
+pub fn is_supported(api_key: ApiKey, version: i16) -> bool {
+    matches!(supported_range(api_key), Some((min, max)) if (min..=max).contains(&version))
+}
+
+/// The ApiVersions answer: every supported API with its range, and `error_code`.
+pub fn response(error_code: i16) -> ApiVersionsResponse {
+    let api_keys = SUPPORTED
+        .iter()
+        .map(|&(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect();
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(api_keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Message;
+
+    /// Every advertised range lies inside what the kafka-protocol crate can decode and encode,
+    /// so a client choosing any advertised version can be served.
+    #[test]
+    fn advertised_ranges_are_within_the_codec_ranges() {
+        let codec = |key: ApiKey| match key {
+            ApiKey::Produce => ProduceRequest::VERSIONS,
+            ApiKey::Fetch => FetchRequest::VERSIONS,
+            ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
+            ApiKey::Metadata => MetadataRequest::VERSIONS,
+            ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
+            ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
+            ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
+            ApiKey::DeleteRecords => DeleteRecordsRequest::VERSIONS,
+            ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
+            ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
+            ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
+            ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::VERSIONS,
+            ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+            other => panic!("no codec range listed for {other:?}"),
+        };
+        for &(key, min, max) in SUPPORTED {
+            let range = codec(key);
+            assert!(min >= range.min && max <= range.max, "{key:?} {min}..{max}");
+        }
+    }
+
+    /// The versions the clients in FACTS.md send are all advertised.
+    #[test]
+    fn client_versions_are_covered() {
+        for (key, version) in [
+            (ApiKey::ApiVersions, 3),
+            (ApiKey::ApiVersions, 4),
+            (ApiKey::Metadata, 12),
+            (ApiKey::Produce, 10),
+            (ApiKey::Produce, 9),
+            (ApiKey::Fetch, 16),
+            (ApiKey::Fetch, 12),
+            (ApiKey::ListOffsets, 7),
+            (ApiKey::CreateTopics, 4),
+            (ApiKey::InitProducerId, 4),
+        ] {
+            assert!(is_supported(key, version), "{key:?} v{version}");
+        }
+    }
+}
