@@ -1,0 +1,149 @@
+//! What one simulated run does: shared by the CLI, the sweep (which forwards them to every
+//! child) and the run itself.
+
+use crate::nemesis::{FaultKind, FaultSet};
+use std::fmt;
+
+/// The system under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Karst's partition log on the simulated disk, driven directly: appends, reads, syncs,
+    /// crashes with disk faults and recovery (no network).
+    Log,
+    /// Karst nodes (the real runtime) on simulated hosts, driven through Karst's client over
+    /// simulated TCP.
+    Node,
+}
+
+/// A deliberately injected bug, to prove the checkers can fail (test-only: never the default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InjectedBug {
+    /// The disk acknowledges fsync without making anything durable (acknowledge before write).
+    LyingFsync,
+}
+
+/// Everything that, with the seed and the commit, determines a run.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunOptions {
+    /// Faults the nemesis may use: all, none, net, process, disk, or names (partition,
+    /// one-way, clog, delay, kill, pause, power-loss, torn-write, corrupt, wipe, clock-jump),
+    /// comma-separated; `-name` removes one (e.g. `all,-wipe`).
+    #[arg(long, default_value = "all", value_parser = parse_faults)]
+    pub faults: FaultSet,
+    /// Karst nodes in the cluster.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u32,
+    #[arg(long, value_enum, default_value = "log")]
+    pub workload: Workload,
+    /// Simulated length of the fault phase (after it the network heals).
+    #[arg(long, default_value_t = 20_000)]
+    pub fault_phase_ms: i64,
+    /// Use the durable flush policy (fsync before acknowledging) instead of the page cache.
+    #[arg(long, value_enum, default_value = "seed")]
+    pub flush: FlushChoice,
+    /// Test-only: inject a known bug to show the checkers catch it.
+    #[arg(long, value_enum)]
+    pub inject_bug: Option<InjectedBug>,
+}
+
+/// The flush policy of a run; `seed` lets the seed choose (swarm).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlushChoice {
+    Seed,
+    Durable,
+    PageCache,
+}
+
+fn parse_faults(text: &str) -> Result<FaultSet, String> {
+    FaultSet::parse(text)
+}
+
+impl RunOptions {
+    /// The faults this workload can suffer: the log workload has no network and no process
+    /// to pause, so those are dropped from `faults`.
+    pub fn effective_faults(&self) -> FaultSet {
+        match self.workload {
+            Workload::Node => self.faults,
+            Workload::Log => FaultKind::ALL
+                .into_iter()
+                .filter(|k| k.is_network() || *k == FaultKind::Pause)
+                .fold(self.faults, |set, kind| set.without(kind)),
+        }
+    }
+
+    /// Karst nodes actually run (the log workload has exactly one log).
+    pub fn effective_nodes(&self) -> u32 {
+        match self.workload {
+            Workload::Node => self.nodes.max(1),
+            Workload::Log => 1,
+        }
+    }
+
+    /// The flags that reproduce these options on the command line.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--faults".to_string(),
+            self.faults.to_string(),
+            "--nodes".to_string(),
+            self.nodes.to_string(),
+            "--workload".to_string(),
+            value_name(self.workload),
+            "--fault-phase-ms".to_string(),
+            self.fault_phase_ms.to_string(),
+            "--flush".to_string(),
+            value_name(self.flush),
+        ];
+        if let Some(bug) = self.inject_bug {
+            args.push("--inject-bug".to_string());
+            args.push(value_name(bug));
+        }
+        args
+    }
+}
+
+fn value_name<T: clap::ValueEnum>(value: T) -> String {
+    value
+        .to_possible_value()
+        .expect("no skipped variants")
+        .get_name()
+        .to_string()
+}
+
+impl fmt::Display for RunOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_args().join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        options: RunOptions,
+    }
+
+    #[test]
+    fn options_round_trip_through_their_command_line() {
+        let parsed = Wrapper::parse_from([
+            "x",
+            "--faults",
+            "net,kill",
+            "--workload",
+            "node",
+            "--flush",
+            "page-cache",
+            "--inject-bug",
+            "lying-fsync",
+        ]);
+        let args = parsed.options.to_args();
+        let again = Wrapper::parse_from(std::iter::once("x".to_string()).chain(args.clone()));
+        assert_eq!(again.options.to_args(), args);
+        assert_eq!(again.options.workload, Workload::Node);
+        assert_eq!(again.options.inject_bug, Some(InjectedBug::LyingFsync));
+        assert_eq!(again.options.faults, FaultSet::parse("net,kill").unwrap());
+    }
+}

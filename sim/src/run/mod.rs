@@ -1,0 +1,259 @@
+//! One simulated run (madsim build only): builds the world for a seed, runs the workload and
+//! the nemesis on madsim's deterministic scheduler and clock, heals, takes the final read, and
+//! checks the recorded history.
+//!
+//! Timeline of a run (simulated time): the workload starts at 0; faults start after
+//! `nemesis::WARMUP_MS` and all end by `fault_phase_ms` (the heal); the workload keeps going
+//! for `HEALED_TRAFFIC_MS`, then stops; the final read must finish within
+//! `LIVENESS_BOUND_MS` of the heal. Nothing here reads the wall clock or OS randomness, so the
+//! trace is a function of the seed, the options and the commit.
+
+mod disk;
+mod log_workload;
+
+use crate::checker::{check_all, Violation, ViolationClass};
+use crate::history::{FlushGuarantee, History, SimMillis};
+use crate::nemesis::{self, Action, NemesisPlan};
+use crate::options::{FlushChoice, RunOptions, Workload};
+use crate::rng::SimRng;
+use crate::sweep::RunSummary;
+use crate::trace::Trace;
+use std::fmt::Display;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// After the heal, the workload keeps producing and consuming for this long.
+pub const HEALED_TRAFFIC_MS: SimMillis = 2_000;
+/// Every acknowledged record must be readable this long after the heal. madsim's TCP retries
+/// a clogged link with a backoff of up to 10 s, so a stalled connection may take that long to
+/// move again after the heal.
+pub const LIVENESS_BOUND_MS: SimMillis = 30_000;
+/// Karst's clock (ms since the epoch) at simulated time 0, for APIs that take `Millis`.
+pub const EPOCH_BASE_MS: i64 = 1_700_000_000_000;
+
+/// What a run produced.
+pub struct RunOutcome {
+    pub summary: RunSummary,
+    pub trace: Trace,
+    pub violations: Vec<Violation>,
+    pub history: History,
+}
+
+/// The state every task of a run records into.
+pub(crate) struct World {
+    pub trace: Trace,
+    pub history: History,
+    pub operations: u64,
+    /// Simulated time at which the run finished (set inside the simulation: outside it the
+    /// clock is the real one).
+    pub end_ms: SimMillis,
+    start: madsim::time::Instant,
+}
+
+/// A cheap handle on the run's `World`.
+#[derive(Clone)]
+pub(crate) struct Shared(Arc<Mutex<World>>);
+
+impl Shared {
+    fn new(keep_trace: bool, history: History) -> Shared {
+        Shared(Arc::new(Mutex::new(World {
+            trace: Trace::new(keep_trace),
+            history,
+            operations: 0,
+            end_ms: 0,
+            start: madsim::time::Instant::now(),
+        })))
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
+        let mut world = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut world)
+    }
+
+    /// Simulated milliseconds since the run started.
+    pub fn now_ms(&self) -> SimMillis {
+        self.with(|w| w.start.elapsed().as_millis() as SimMillis)
+    }
+
+    /// Karst's clock: a fixed epoch plus simulated time.
+    pub fn karst_now(&self) -> karst::Millis {
+        EPOCH_BASE_MS + self.now_ms()
+    }
+
+    pub fn event(&self, what: impl Display) {
+        let now = self.now_ms();
+        self.with(|w| w.trace.event(now, what));
+    }
+}
+
+/// How a workload applies the faults of a plan to its system.
+pub(crate) trait FaultTarget {
+    /// A fault begins (e.g. crash: kill the node and damage its disk).
+    fn start(&self, action: &Action, shared: &Shared);
+    /// The fault ends (e.g. crash: restart the node).
+    fn end(&self, action: &Action, shared: &Shared);
+}
+
+/// Applies `plan` at its times, then waits for the end of the fault phase and records the
+/// heal. Clock jumps are done here; the plan's times are on the clock without the jumps, so a
+/// jump does not make the faults after it fire early.
+pub(crate) async fn run_nemesis(plan: &NemesisPlan, shared: &Shared, target: &impl FaultTarget) {
+    let mut jumped_ms: SimMillis = 0;
+    for step in plan.steps() {
+        let wait = step.at_ms + jumped_ms - shared.now_ms();
+        if wait > 0 {
+            sleep_ms(wait).await;
+        }
+        let action = &plan.faults[step.fault].action;
+        match (action, step.start) {
+            (Action::ClockJump { jump_ms }, _) => {
+                shared.event(format!("nemesis: {action}"));
+                madsim::time::advance(Duration::from_millis(*jump_ms as u64));
+                jumped_ms += jump_ms;
+            }
+            (_, true) => target.start(action, shared),
+            (_, false) => target.end(action, shared),
+        }
+    }
+    let wait = plan.fault_phase_ms + jumped_ms - shared.now_ms();
+    if wait > 0 {
+        sleep_ms(wait).await;
+    }
+    let heal_ms = shared.now_ms();
+    shared.with(|w| w.history.heal_ms = heal_ms);
+    shared.event("heal: every fault has ended");
+}
+
+/// Sleeps `ms` of simulated time.
+pub(crate) async fn sleep_ms(ms: SimMillis) {
+    tokio::time::sleep(Duration::from_millis(ms.max(0) as u64)).await;
+}
+
+/// The flush guarantee of a run: chosen by the options or drawn from the seed.
+pub fn flush_guarantee(seed: u64, options: &RunOptions) -> FlushGuarantee {
+    match options.flush {
+        FlushChoice::Durable => FlushGuarantee::Durable,
+        FlushChoice::PageCache => FlushGuarantee::PageCache,
+        FlushChoice::Seed => {
+            if SimRng::fork(seed, "flush").chance(0.5) {
+                FlushGuarantee::Durable
+            } else {
+                FlushGuarantee::PageCache
+            }
+        }
+    }
+}
+
+/// The fault plan of a run (the same one `karst-sim plan` prints).
+pub fn fault_plan(seed: u64, options: &RunOptions) -> NemesisPlan {
+    nemesis::plan(
+        seed,
+        options.effective_faults(),
+        options.effective_nodes(),
+        nemesis::WARMUP_MS,
+        options.fault_phase_ms,
+    )
+}
+
+/// Runs `seed` to completion and checks it. Call once per process (see `sweep`).
+pub fn run_seed(seed: u64, options: &RunOptions, keep_trace: bool) -> RunOutcome {
+    let flush = flush_guarantee(seed, options);
+    let plan = fault_plan(seed, options);
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let shared_slot: Arc<Mutex<Option<Shared>>> = Arc::new(Mutex::new(None));
+    let result = {
+        let (slot, options) = (shared_slot.clone(), options.clone());
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            runtime.block_on(async move {
+                let partitions = 1;
+                let mut history = History::new(flush, partitions);
+                history.heal_ms = options.fault_phase_ms;
+                history.liveness_bound_ms = LIVENESS_BOUND_MS;
+                let shared = Shared::new(keep_trace, history);
+                *slot.lock().unwrap() = Some(shared.clone());
+                shared.event(format!("seed {seed} {options} flush={flush:?}"));
+                shared.event(&plan.swarm);
+                match options.workload {
+                    Workload::Log => log_workload::run(seed, &options, &plan, &shared).await,
+                    Workload::Node => shared.event(
+                        "the node workload needs karst::runtime and karst::client (not merged yet)",
+                    ),
+                }
+                let end_ms = shared.now_ms();
+                shared.with(|w| w.end_ms = end_ms);
+            })
+        }))
+    };
+    let panic = match result {
+        Ok(()) => None,
+        Err(payload) => {
+            // A panicking runtime may panic again on drop; it is finished either way.
+            std::mem::forget(runtime);
+            Some(panic_message(&payload))
+        }
+    };
+    let shared = shared_slot
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the run recorded nothing");
+    let (mut trace, history, operations, end_ms) = shared.with(|w| {
+        // After a panic the end was never recorded: use the last traced instant instead.
+        let end_ms = w.end_ms.max(w.trace.last_ms());
+        (
+            std::mem::replace(&mut w.trace, Trace::new(false)),
+            w.history.clone(),
+            w.operations,
+            end_ms,
+        )
+    });
+    let mut violations = Vec::new();
+    if let Some(message) = panic {
+        violations.push(Violation {
+            class: ViolationClass::Panic,
+            detail: format!("the simulation panicked: {message}"),
+        });
+    } else if options.workload == Workload::Node {
+        violations.push(Violation {
+            class: ViolationClass::Panic,
+            detail: "the node workload is not available in this build".to_string(),
+        });
+    } else {
+        violations.extend(check_all(&history));
+    }
+    for violation in &violations {
+        trace.event(end_ms, format!("VIOLATION {violation}"));
+    }
+    let classes: std::collections::BTreeSet<ViolationClass> =
+        violations.iter().map(|v| v.class).collect();
+    let classes: Vec<String> = classes.iter().map(|c| c.name().to_string()).collect();
+    let summary = RunSummary {
+        seed,
+        sim_ms: end_ms,
+        trace_hash: trace.hash(),
+        trace_lines: trace.lines(),
+        operations,
+        classes,
+        first: violations
+            .first()
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+    };
+    RunOutcome {
+        summary,
+        trace,
+        violations,
+        history,
+    }
+}
+
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
