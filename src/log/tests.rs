@@ -420,3 +420,33 @@ fn delete_removes_the_directory() {
     log.delete().unwrap();
     assert!(disk.paths().is_empty());
 }
+
+#[test]
+fn sync_jobs_are_send_and_a_failed_sync_is_retried() {
+    fn assert_send<T: Send>() {}
+    assert_send::<SyncJob>();
+    assert_send::<PartitionLog>();
+
+    let disk = SimDisk::new(9);
+    let config = LogConfig {
+        flush: FlushPolicy::Durable,
+        ..LogConfig::default()
+    };
+    let mut log = open(&disk, config);
+    sync_all(&mut log);
+    log.append(&mut simple_batch(2, 0), 0).unwrap();
+    disk.set_fail_syncs(true);
+    let job = log.take_sync_job().unwrap();
+    assert!(job.run().is_err());
+    log.sync_failed();
+    assert_eq!(log.durable_offset(), 0);
+    disk.set_fail_syncs(false);
+    let job = log.take_sync_job().expect("retried");
+    let up_to = job.up_to_offset;
+    job.run().unwrap();
+    log.sync_completed(up_to);
+    assert_eq!(log.durable_offset(), 2);
+    drop(log);
+    disk.crash(CrashOptions::default());
+    assert_eq!(open(&disk, LogConfig::default()).log_end_offset(), 2);
+}
