@@ -642,16 +642,16 @@ fn every_advertised_version_encodes_its_response() {
                     }
                     RequestKind::Fetch(request)
                 }
-                ApiKey::ListOffsets => RequestKind::ListOffsets(
-                    ListOffsetsRequest::default().with_topics(vec![
+                ApiKey::ListOffsets => {
+                    RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(vec![
                         list_offsets_request::ListOffsetsTopic::default()
                             .with_name(topic_name("all"))
                             .with_partitions(vec![
                                 list_offsets_request::ListOffsetsPartition::default()
                                     .with_timestamp(if version >= 7 { -3 } else { -1 }),
                             ]),
-                    ]),
-                ),
+                    ]))
+                }
                 ApiKey::Metadata => {
                     RequestKind::Metadata(MetadataRequest::default().with_topics(if version == 0 {
                         Some(vec![])
