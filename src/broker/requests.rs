@@ -293,9 +293,11 @@ impl Broker {
                 }
             }
         }
-        // The log rewrites offsets in place, so it needs its own mutable copy of the bytes.
-        let mut owned = BytesMut::from(&records[..]);
-        drop(records);
+        // The log rewrites offsets in place, so it needs the bytes mutable: free when the
+        // reader gave them their own buffer (codec::own_produce_records), else one copy.
+        let mut owned = records
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         let visible_before = partition.high_watermark();
         let info = match partition.log.append(&mut owned, now) {
             Ok(info) => info,
