@@ -456,3 +456,42 @@ async fn consumer_seek_offset_timestamp_and_latest() {
     .await
     .expect("test timed out");
 }
+
+/// delivery.timeout.ms bounds how long a record can wait: with the node gone, sends fail
+/// with a deadline error instead of hanging (Kafka KIP-91).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_fail_after_delivery_timeout_when_the_node_is_gone() {
+    let mut node = Node::start(&[]);
+    let bootstrap = node.bootstrap();
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        create_topic(&bootstrap, "gone", 1).await;
+        let producer = Producer::new(ProducerConfig {
+            delivery_timeout_ms: 1_500,
+            client: ClientConfig {
+                retry_backoff_ms: 50,
+                connection_setup_timeout_ms: 500,
+                ..producer_config(&bootstrap).client
+            },
+            ..producer_config(&bootstrap)
+        })
+        .await
+        .unwrap();
+        producer
+            .send(ProducerRecord::new("gone", "first"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        node.stop();
+        let started = tokio::time::Instant::now();
+        let report = producer
+            .send(ProducerRecord::new("gone", "second"))
+            .await
+            .unwrap()
+            .await;
+        assert!(report.is_err(), "{report:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    })
+    .await
+    .expect("test timed out");
+}

@@ -277,6 +277,7 @@ struct State {
     closing: bool,
     refresh_wanted: bool,
     refresh_running: bool,
+    last_refresh: Option<Instant>,
 }
 
 struct Shared {
@@ -362,6 +363,7 @@ impl Producer {
                 closing: false,
                 refresh_wanted: false,
                 refresh_running: false,
+                last_refresh: None,
             }),
             cluster,
             config,
@@ -780,20 +782,29 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
                     wake_at(due);
                 }
             }
-            // Batches never sent that outlived delivery.timeout.ms fail here; batches already
-            // sent are judged when their response comes back.
-            while ps
-                .ready
-                .front()
-                .is_some_and(|b| b.bytes.is_none() && now >= b.created + delivery_timeout)
-            {
+            // Queued batches that outlived delivery.timeout.ms fail here (in-flight ones are
+            // judged when their response comes back). A sequenced batch can only go while
+            // nothing is in flight; the partition then resumes at the broker's sequence.
+            while ps.ready.front().is_some_and(|b| {
+                now >= b.created + delivery_timeout && (b.bytes.is_none() || ps.in_flight == 0)
+            }) {
                 let batch = ps.ready.pop_front().expect("checked");
+                if shared.idempotent && batch.bytes.is_some() {
+                    ps.next_sequence = ps.acked_sequence;
+                    // Later sequenced batches would hit the gap: they go too.
+                    while ps.ready.front().is_some_and(|b| b.bytes.is_some()) {
+                        let later = ps.ready.pop_front().expect("checked");
+                        freed += later.charged;
+                        expired.push((name.clone(), partition, later));
+                    }
+                }
                 freed += batch.charged;
                 expired.push((name.clone(), partition, batch));
             }
-            if ps.ready.is_empty() {
+            let Some(front) = ps.ready.front() else {
                 continue;
-            }
+            };
+            wake_at(front.created + delivery_timeout);
             if let Some(after) = ps.retry_after {
                 if ps.in_flight > 0 {
                     continue; // woken when they return
@@ -857,10 +868,21 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
     if shared.cluster.metadata_is_stale() && !state.topics.is_empty() {
         state.refresh_wanted = true;
     }
-    let refresh = state.refresh_wanted && !state.refresh_running;
+    // At most one refresh per retry.backoff.ms, so a leaderless partition cannot spin.
+    let min_gap = Duration::from_millis(config.client.retry_backoff_ms);
+    let mut refresh = state.refresh_wanted && !state.refresh_running;
+    if refresh {
+        if let Some(last) = state.last_refresh {
+            if now < last + min_gap {
+                refresh = false;
+                wake_at(last + min_gap);
+            }
+        }
+    }
     if refresh {
         state.refresh_wanted = false;
         state.refresh_running = true;
+        state.last_refresh = Some(now);
     }
     let done = state.closing
         && state.undelivered == 0
