@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -138,7 +139,13 @@ class Node:
         if not self.log_path or not self.log_path.exists():
             return "(no node log)"
         text = self.log_path.read_text(errors="replace").splitlines()
-        return "--- node stderr (tail) ---\n" + "\n".join(text[-lines:])
+        # Panics and aborts first: a backtrace would push them out of the tail.
+        fatal = [line for line in text if "panicked" in line or "memory allocation" in line
+                 or "fatal" in line.lower() or line.startswith("thread '")]
+        head = ("--- node fatal lines ---\n" + "\n".join(fatal[:10]) + "\n") if fatal else ""
+        # Backtrace frames say little without the code at hand; keep the rest.
+        text = [line for line in text if not re.match(r"\s+(\d+: |at )", line)]
+        return f"{head}--- node stderr (tail, {self.log_path}) ---\n" + "\n".join(text[-lines:])
 
     def cpu_seconds(self) -> float:
         """utime + stime of the node process, from /proc/<pid>/stat."""
@@ -168,7 +175,7 @@ def karst_bin() -> Path:
 
 
 @pytest.fixture(scope="session")
-def node(request, tmp_path_factory):
+def shared_node(request, tmp_path_factory):
     """A node shared by the tests that do not restart it or change its configuration."""
     external = os.environ.get("KARST_INTEROP_BOOTSTRAP")
     if external:
@@ -177,9 +184,19 @@ def node(request, tmp_path_factory):
     base = tmp_path_factory.mktemp("shared-node")
     n = Node(request.getfixturevalue("karst_bin"), base / "data", base, {}).start()
     yield n
-    died = not n.alive()
     n.kill()
-    assert not died, f"the shared node died during the session\n{n.log_tail()}"
+
+
+@pytest.fixture
+def node(shared_node):
+    """The shared node, checked around each test: a test during which it dies fails (with the
+    node's log), and the next test gets it restarted on the same data dir, so one crash is
+    pinned on the test that caused it instead of failing every test after it."""
+    if not shared_node.alive():
+        shared_node.start()
+    yield shared_node
+    if not shared_node.alive():
+        pytest.fail(f"the node died during this test\n{shared_node.log_tail()}", pytrace=False)
 
 
 @pytest.fixture

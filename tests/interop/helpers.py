@@ -4,6 +4,7 @@ read-to-end, and the checks shared by the per-client tests. Every loop is bounde
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 
@@ -12,6 +13,10 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import wire
+
+# librdkafka's own log lines go through Python logging, so pytest shows them with a failing test
+# instead of spraying stderr.
+RDKAFKA_LOG = logging.getLogger("librdkafka")
 
 BASE_TIMESTAMP_MS = 1_700_000_000_000  # fixed, so ListOffsets-by-timestamp answers are known
 
@@ -51,7 +56,7 @@ def compressible_records(n: int, tag: str) -> list[Rec]:
 
 def create_topic_confluent(bootstrap: str, topic: str, partitions: int,
                            config: dict[str, str] | None = None, timeout_s: float = 30):
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
     futures = admin.create_topics([NewTopic(topic, num_partitions=partitions,
                                             replication_factor=1, config=config or {})],
                                   operation_timeout=timeout_s, request_timeout=timeout_s)
@@ -60,7 +65,7 @@ def create_topic_confluent(bootstrap: str, topic: str, partitions: int,
 
 
 def wait_for_partitions_confluent(bootstrap: str, topic: str, partitions: int, timeout_s=30):
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG})
     deadline = time.monotonic() + timeout_s
     while True:
         md = admin.list_topics(topic=topic, timeout=10)
@@ -77,7 +82,7 @@ def produce_confluent(bootstrap: str, topic: str, records: list[Rec], extra: dic
                       timeout_s: float = 300) -> list[tuple[int, int]]:
     """Produces every record; returns (partition, offset) per record from delivery reports.
     Fails on any delivery error."""
-    conf = {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+    conf = {"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG, "acks": "all", "linger.ms": 5,
             "message.timeout.ms": int(timeout_s * 1000)}
     conf.update(extra or {})
     producer = confluent_kafka.Producer(conf)
@@ -114,7 +119,8 @@ def produce_confluent(bootstrap: str, topic: str, records: list[Rec], extra: dic
 
 def consumer_confluent(bootstrap: str, extra: dict | None = None):
     # confluent-kafka insists on a group.id even for assign(); nothing is committed.
-    conf = {"bootstrap.servers": bootstrap, "group.id": "karst-interop-assign",
+    conf = {"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOG,
+            "group.id": "karst-interop-assign",
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "enable.partition.eof": False}
     conf.update(extra or {})
@@ -226,7 +232,10 @@ def check_fresh_client_works(bootstrap: str, node=None):
     """After bad input: the node is still up and a brand-new librdkafka client can create a
     topic, produce and read back."""
     if node is not None:
-        assert node.alive(), f"node died\n{node.log_tail()}"
+        # A node that is crashing may still be exiting: give it a moment to show it.
+        for _ in range(10):
+            assert node.alive(), f"node died\n{node.log_tail()}"
+            time.sleep(0.05)
     topic = f"after-bad-input-{time.monotonic_ns()}"
     create_topic_confluent(bootstrap, topic, 1)
     recs = make_records(10, topic)

@@ -27,7 +27,7 @@ def produce_until_killed(node, topic, records, kill_after_acks: int):
     acked: dict[tuple[int, int], h.Rec] = {}
     lock = threading.Lock()
     producer = confluent_kafka.Producer({
-        "bootstrap.servers": node.bootstrap, "acks": "all", "linger.ms": 2,
+        "bootstrap.servers": node.bootstrap, "logger": h.RDKAFKA_LOG, "acks": "all", "linger.ms": 2,
         "enable.idempotence": True, "message.timeout.ms": 8000,
         "reconnect.backoff.max.ms": 500,
     })

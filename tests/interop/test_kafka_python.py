@@ -78,7 +78,8 @@ def consume(bootstrap: str, topic: str, partitions: int, timeout_s: float = 300,
 
 
 @pytest.fixture(scope="module")
-def run_10k(node):
+def run_10k(shared_node):
+    node = shared_node
     topic = unique_topic("kpy-10k")
     create_topic(node.bootstrap, topic, PARTITIONS)
     records = h.make_records(10_000, topic)

@@ -11,6 +11,7 @@ from confluent_kafka import TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 import helpers as h
+import wire
 from conftest import unique_topic
 
 PARTITIONS = 6
@@ -18,8 +19,9 @@ CODECS = {"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 
 
 @pytest.fixture(scope="module")
-def big_run(node):
+def big_run(shared_node):
     """100k keyed records with headers and timestamps at acks=all, read back once."""
+    node = shared_node
     topic = unique_topic("rdkafka-100k")
     h.create_topic_confluent(node.bootstrap, topic, PARTITIONS)
     records = h.make_records(100_000, topic)
@@ -73,6 +75,15 @@ def test_list_offsets_by_timestamp(node, big_run):
 def test_compressed_batches_stored_and_served_as_sent(node, codec):
     """Compressed v2 batches (gzip, snappy, lz4, zstd) round-trip, and the broker serves the
     batches with the producer's codec in their attributes and a valid CRC (stored as sent)."""
+    if codec == "lz4":
+        with wire.Conn(node.bootstrap) as conn:
+            advertised = wire.api_versions(conn, 3).api_keys
+        if wire.API_FIND_COORDINATOR not in advertised:
+            # librdkafka's feature map (rdkafka_feature.c) enables LZ4 only for brokers that
+            # advertise FindCoordinator (its marker for >= 0.8.2); without it librdkafka logs
+            # "Broker does not support compression type lz4: not compressing batch" and sends
+            # uncompressed batches. Passes by itself once the group coordinator lands.
+            pytest.xfail("librdkafka sends lz4 only to brokers advertising FindCoordinator")
     topic = unique_topic(f"rdkafka-{codec}")
     h.create_topic_confluent(node.bootstrap, topic, 2)
     records = h.compressible_records(3000, topic)
