@@ -1,0 +1,686 @@
+//! The consumer: manual assignment, seeking, and pipelined fetching.
+//!
+//! Contract:
+//! - [`Consumer::assign`] sets the partitions to read. A partition without a position starts
+//!   where `auto.offset.reset` says (earliest, latest, or an error with `None`), found with
+//!   ListOffsets at the partition leader. [`Consumer::seek`] and friends set positions.
+//! - [`Consumer::poll`] returns buffered records in offset order per partition, and keeps one
+//!   Fetch in flight per leader while the buffer is below `max_buffered_bytes`: the next fetch
+//!   for a broker is sent as soon as its previous response is buffered, so network and
+//!   processing overlap (prefetch). A seek or re-assignment discards fetches already under way
+//!   (each carries the assignment epoch it was issued in).
+//! - Positions advance past control batches and records below the fetch offset. NOT_LEADER /
+//!   UNKNOWN_TOPIC / lost connections refresh metadata and fetch again from the new leader;
+//!   OFFSET_OUT_OF_RANGE applies `auto.offset.reset`.
+//! - Consumer groups (subscribe, commit) are not implemented yet: they need the group
+//!   coordinator; this consumer is the place they plug in.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::cluster::Cluster;
+use super::records::{decode_batches, Header};
+use super::{backoff_ms, ClientConfig, ClientError, Result, TopicPartition};
+
+/// Highest Fetch version filled in here (v13+ addresses topics by id).
+pub const FETCH_VERSION_CAP: i16 = 12;
+/// Highest ListOffsets version filled in here.
+pub const LIST_OFFSETS_VERSION_CAP: i16 = 7;
+/// ListOffsets special timestamps (Kafka protocol): latest and earliest.
+pub const LATEST_TIMESTAMP: i64 = -1;
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+/// Fetch results waiting for `poll`; at most one fetch per broker is in flight, so this only
+/// needs to exceed the broker count.
+const FETCH_RESULTS_CAPACITY: usize = 256;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+/// `auto.offset.reset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+    /// Fail instead of guessing.
+    None,
+}
+
+impl std::str::FromStr for OffsetReset {
+    type Err = ClientError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "earliest" => Ok(OffsetReset::Earliest),
+            "latest" => Ok(OffsetReset::Latest),
+            "none" => Ok(OffsetReset::None),
+            other => Err(ClientError::InvalidArgument(format!(
+                "auto.offset.reset must be earliest, latest or none, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Consumer settings, Kafka's names in snake case, Kafka's defaults.
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    pub client: ClientConfig,
+    pub auto_offset_reset: OffsetReset,
+    /// `fetch.min.bytes`.
+    pub fetch_min_bytes: i32,
+    /// `fetch.max.bytes`.
+    pub fetch_max_bytes: i32,
+    /// `max.partition.fetch.bytes`.
+    pub max_partition_fetch_bytes: i32,
+    /// `fetch.max.wait.ms`.
+    pub fetch_max_wait_ms: i32,
+    /// `max.poll.records`.
+    pub max_poll_records: usize,
+    /// Prefetch bound: no new fetch while this many record bytes wait for `poll`.
+    pub max_buffered_bytes: usize,
+    /// `isolation.level`: 0 read_uncommitted, 1 read_committed.
+    pub isolation_level: i8,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            client: ClientConfig {
+                allow_auto_topic_creation: false,
+                ..ClientConfig::default()
+            },
+            auto_offset_reset: OffsetReset::Latest,
+            fetch_min_bytes: 1,
+            fetch_max_bytes: 50 * 1024 * 1024,
+            max_partition_fetch_bytes: 1024 * 1024,
+            fetch_max_wait_ms: 500,
+            max_poll_records: 500,
+            max_buffered_bytes: 64 * 1024 * 1024,
+            isolation_level: 0,
+        }
+    }
+}
+
+/// A record as read by the consumer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: i64,
+    /// True when the broker set the timestamp (LogAppendTime), false for CreateTime.
+    pub log_append_time: bool,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reset {
+    Earliest,
+    Latest,
+    Timestamp(i64),
+}
+
+#[derive(Clone, Debug)]
+struct Position {
+    topic: Arc<str>,
+    /// The next offset to fetch; None until resolved.
+    offset: Option<i64>,
+    /// How to resolve a missing offset.
+    reset: Option<Reset>,
+    /// Back-off after a failed fetch or reset.
+    not_before: Option<Instant>,
+    failures: u32,
+}
+
+struct FetchResult {
+    node_id: i32,
+    epoch: u64,
+    /// The partitions and offsets the fetch asked for.
+    asked: Vec<(TopicPartition, i64)>,
+    result: Result<FetchResponse>,
+}
+
+/// A consumer with manual assignment.
+pub struct Consumer {
+    cluster: Cluster,
+    config: ConsumerConfig,
+    positions: BTreeMap<TopicPartition, Position>,
+    buffered: VecDeque<ConsumerRecord>,
+    buffered_bytes: usize,
+    in_flight: BTreeSet<i32>,
+    epoch: u64,
+    results_tx: mpsc::Sender<FetchResult>,
+    results_rx: mpsc::Receiver<FetchResult>,
+    metadata_wanted: bool,
+}
+
+impl Consumer {
+    pub async fn new(config: ConsumerConfig) -> Result<Consumer> {
+        let cluster = Cluster::connect(config.client.clone()).await?;
+        Ok(Consumer::with_cluster(cluster, config))
+    }
+
+    pub fn with_cluster(cluster: Cluster, config: ConsumerConfig) -> Consumer {
+        let (results_tx, results_rx) = mpsc::channel(FETCH_RESULTS_CAPACITY);
+        Consumer {
+            cluster,
+            config,
+            positions: BTreeMap::new(),
+            buffered: VecDeque::new(),
+            buffered_bytes: 0,
+            in_flight: BTreeSet::new(),
+            epoch: 0,
+            results_tx,
+            results_rx,
+            metadata_wanted: true,
+        }
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Replaces the assignment. Kept partitions keep their positions.
+    pub fn assign(&mut self, partitions: Vec<TopicPartition>) {
+        let default_reset = match self.config.auto_offset_reset {
+            OffsetReset::Earliest => Some(Reset::Earliest),
+            OffsetReset::Latest => Some(Reset::Latest),
+            OffsetReset::None => None,
+        };
+        let mut next = BTreeMap::new();
+        for tp in partitions {
+            let position = self.positions.remove(&tp).unwrap_or_else(|| Position {
+                topic: Arc::from(tp.topic.as_str()),
+                offset: None,
+                reset: default_reset,
+                not_before: None,
+                failures: 0,
+            });
+            next.insert(tp, position);
+        }
+        self.positions = next;
+        self.invalidate();
+        self.metadata_wanted = true;
+    }
+
+    /// Every partition of `topic` (after a metadata lookup).
+    pub async fn assign_topic(&mut self, topic: &str) -> Result<Vec<TopicPartition>> {
+        self.cluster.refresh_metadata(&[topic.to_string()]).await?;
+        let meta = self.cluster.topic(topic).ok_or_else(|| {
+            self.cluster
+                .topic_error(topic)
+                .and_then(|c| ClientError::from_code(c, None))
+                .unwrap_or_else(|| ClientError::InvalidArgument(format!("no topic {topic:?}")))
+        })?;
+        let mut all: Vec<TopicPartition> = self.positions.keys().cloned().collect();
+        let added: Vec<TopicPartition> = (0..meta.partition_count())
+            .map(|p| TopicPartition::new(topic, p))
+            .collect();
+        all.extend(added.iter().cloned());
+        self.assign(all);
+        Ok(added)
+    }
+
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.positions.keys().cloned().collect()
+    }
+
+    /// Next offset to be returned for `tp` (None if not yet resolved or not assigned).
+    pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
+        let consumed = self
+            .buffered
+            .iter()
+            .find(|r| r.partition == tp.partition && *r.topic == *tp.topic)
+            .map(|r| r.offset);
+        consumed.or_else(|| self.positions.get(tp).and_then(|p| p.offset))
+    }
+
+    pub fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<()> {
+        self.set_position(tp, Some(offset), None)
+    }
+
+    pub fn seek_to_beginning(&mut self, tp: &TopicPartition) -> Result<()> {
+        self.set_position(tp, None, Some(Reset::Earliest))
+    }
+
+    pub fn seek_to_end(&mut self, tp: &TopicPartition) -> Result<()> {
+        self.set_position(tp, None, Some(Reset::Latest))
+    }
+
+    /// Seeks to the first offset whose timestamp is >= `timestamp_ms` (the end if none).
+    pub fn seek_to_timestamp(&mut self, tp: &TopicPartition, timestamp_ms: i64) -> Result<()> {
+        self.set_position(tp, None, Some(Reset::Timestamp(timestamp_ms)))
+    }
+
+    fn set_position(
+        &mut self,
+        tp: &TopicPartition,
+        offset: Option<i64>,
+        reset: Option<Reset>,
+    ) -> Result<()> {
+        let position = self
+            .positions
+            .get_mut(tp)
+            .ok_or_else(|| ClientError::InvalidArgument(format!("{tp} is not assigned")))?;
+        position.offset = offset;
+        position.reset = reset;
+        position.not_before = None;
+        // Buffered records of this partition are now wrong; others stay, but fetches under
+        // way may carry this partition, so all of them are discarded and their partitions'
+        // positions rewound to the first unreturned record.
+        self.invalidate();
+        Ok(())
+    }
+
+    /// Drops buffered records and in-flight fetches; positions go back to the first record
+    /// not yet returned.
+    fn invalidate(&mut self) {
+        let mut first: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        for r in &self.buffered {
+            first
+                .entry(TopicPartition::new(&*r.topic, r.partition))
+                .or_insert(r.offset);
+        }
+        for (tp, offset) in first {
+            if let Some(p) = self.positions.get_mut(&tp) {
+                if p.reset.is_none() && p.offset.is_some_and(|o| o > offset) {
+                    p.offset = Some(offset);
+                }
+            }
+        }
+        self.buffered.clear();
+        self.buffered_bytes = 0;
+        self.epoch += 1;
+        // In-flight fetches are left to finish; their results are ignored by epoch.
+    }
+
+    /// Returns up to `max.poll.records` records, waiting at most `timeout` for some.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.resolve_positions().await?;
+            self.send_fetches().await;
+            if !self.buffered.is_empty() {
+                let n = self.buffered.len().min(self.config.max_poll_records.max(1));
+                let out: Vec<ConsumerRecord> = self.buffered.drain(..n).collect();
+                let bytes: usize = out.iter().map(record_bytes).sum();
+                self.buffered_bytes -= bytes.min(self.buffered_bytes);
+                // Room freed: keep the pipeline full.
+                self.send_fetches().await;
+                return Ok(out);
+            }
+            let wait_until = self
+                .positions
+                .values()
+                .filter_map(|p| p.not_before)
+                .min()
+                .map_or(deadline, |t| t.min(deadline));
+            tokio::select! {
+                biased;
+                result = self.results_rx.recv() => {
+                    let result = result.expect("the consumer holds a sender");
+                    self.handle_fetch_result(result)?;
+                }
+                _ = tokio::time::sleep_until(wait_until) => {
+                    if Instant::now() >= deadline {
+                        return Ok(Vec::new());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resolves positions that need a reset, by ListOffsets at each leader.
+    async fn resolve_positions(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let wanted: Vec<(TopicPartition, i64)> = self
+            .positions
+            .iter()
+            .filter(|(_, p)| p.offset.is_none() && p.not_before.is_none_or(|t| t <= now))
+            .map(|(tp, p)| {
+                let timestamp = match p.reset {
+                    Some(Reset::Earliest) => Ok(EARLIEST_TIMESTAMP),
+                    Some(Reset::Latest) => Ok(LATEST_TIMESTAMP),
+                    Some(Reset::Timestamp(ts)) => Ok(ts),
+                    None => Err(ClientError::InvalidArgument(format!(
+                        "{tp} has no position and auto.offset.reset is none"
+                    ))),
+                };
+                timestamp.map(|ts| (tp.clone(), ts))
+            })
+            .collect::<Result<_>>()?;
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        if self.metadata_wanted {
+            self.refresh_metadata().await;
+        }
+        let results = list_offsets(&self.cluster, &wanted, self.config.isolation_level).await;
+        for (tp, result) in results {
+            let Some(p) = self.positions.get_mut(&tp) else {
+                continue;
+            };
+            match result {
+                Ok((offset, _)) if offset >= 0 => {
+                    p.offset = Some(offset);
+                    p.reset = None;
+                    p.failures = 0;
+                    p.not_before = None;
+                }
+                Ok(_) => {
+                    // No record at or after the timestamp: start at the end (Kafka's rule).
+                    p.reset = Some(Reset::Latest);
+                }
+                Err(e) if e.is_retriable() => {
+                    self.metadata_wanted |= e.needs_metadata_refresh();
+                    let pause = backoff_ms(&self.config.client, p.failures);
+                    p.failures += 1;
+                    p.not_before = Some(Instant::now() + Duration::from_millis(pause));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn refresh_metadata(&mut self) {
+        let topics: BTreeSet<String> = self.positions.keys().map(|tp| tp.topic.clone()).collect();
+        let topics: Vec<String> = topics.into_iter().collect();
+        match self.cluster.refresh_metadata(&topics).await {
+            Ok(()) => self.metadata_wanted = false,
+            Err(e) => tracing::debug!("consumer metadata refresh failed: {e}"),
+        }
+    }
+
+    /// Sends a Fetch to every leader that has no fetch in flight.
+    async fn send_fetches(&mut self) {
+        if self.buffered_bytes >= self.config.max_buffered_bytes {
+            return;
+        }
+        if self.metadata_wanted {
+            self.refresh_metadata().await;
+        }
+        let now = Instant::now();
+        let mut by_node: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+        let mut leaderless = Vec::new();
+        for (tp, p) in &self.positions {
+            let Some(offset) = p.offset else { continue };
+            if p.not_before.is_some_and(|t| t > now) {
+                continue;
+            }
+            match self.cluster.leader_for(tp) {
+                Some((leader, _)) if !self.in_flight.contains(&leader) => {
+                    by_node
+                        .entry(leader)
+                        .or_default()
+                        .push((tp.clone(), offset));
+                }
+                Some(_) => {}
+                None => leaderless.push(tp.clone()),
+            }
+        }
+        if !leaderless.is_empty() {
+            self.metadata_wanted = true;
+            for tp in &leaderless {
+                self.back_off(tp);
+            }
+        }
+        for (node_id, asked) in by_node {
+            let request = self.fetch_request(&asked);
+            self.in_flight.insert(node_id);
+            let cluster = self.cluster.clone();
+            let tx = self.results_tx.clone();
+            let epoch = self.epoch;
+            tokio::spawn(async move {
+                let result = async {
+                    let conn = cluster.connection(node_id).await?;
+                    conn.send(&request, FETCH_VERSION_CAP).await
+                }
+                .await;
+                let _ = tx
+                    .send(FetchResult {
+                        node_id,
+                        epoch,
+                        asked,
+                        result,
+                    })
+                    .await;
+            });
+        }
+    }
+
+    fn fetch_request(&self, asked: &[(TopicPartition, i64)]) -> FetchRequest {
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        for (tp, offset) in asked {
+            let partition = FetchPartition::default()
+                .with_partition(tp.partition)
+                .with_current_leader_epoch(-1)
+                .with_fetch_offset(*offset)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(self.config.max_partition_fetch_bytes);
+            match topics.last_mut() {
+                Some(t) if t.topic.0.as_str() == tp.topic.as_str() => t.partitions.push(partition),
+                _ => topics.push(
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(tp.topic.clone())))
+                        .with_partitions(vec![partition]),
+                ),
+            }
+        }
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(self.config.fetch_max_wait_ms)
+            .with_min_bytes(self.config.fetch_min_bytes)
+            .with_max_bytes(self.config.fetch_max_bytes)
+            .with_isolation_level(self.config.isolation_level)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(topics)
+    }
+
+    fn handle_fetch_result(&mut self, result: FetchResult) -> Result<()> {
+        self.in_flight.remove(&result.node_id);
+        if result.epoch != self.epoch {
+            return Ok(());
+        }
+        let response = match result.result {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::debug!("fetch from node {} failed: {e}", result.node_id);
+                self.metadata_wanted |= e.needs_metadata_refresh();
+                if !e.is_retriable() {
+                    return Err(e);
+                }
+                for (tp, _) in &result.asked {
+                    self.back_off(tp);
+                }
+                return Ok(());
+            }
+        };
+        if let Some(e) = ClientError::from_code(response.error_code, None) {
+            if !e.is_retriable() {
+                return Err(e);
+            }
+            for (tp, _) in &result.asked {
+                self.back_off(tp);
+            }
+            return Ok(());
+        }
+        let mut decoded = Vec::new();
+        for topic in &response.responses {
+            for pd in &topic.partitions {
+                let tp = TopicPartition::new(topic.topic.0.as_str(), pd.partition_index);
+                let Some(asked_offset) =
+                    result.asked.iter().find(|(t, _)| *t == tp).map(|(_, o)| *o)
+                else {
+                    continue;
+                };
+                let Some(position) = self.positions.get(&tp) else {
+                    continue;
+                };
+                if position.offset != Some(asked_offset) {
+                    continue;
+                }
+                if pd.error_code != 0 {
+                    let error = ClientError::from_code(pd.error_code, None).expect("non-zero");
+                    if pd.error_code == OFFSET_OUT_OF_RANGE {
+                        let reset = match self.config.auto_offset_reset {
+                            OffsetReset::Earliest => Reset::Earliest,
+                            OffsetReset::Latest => Reset::Latest,
+                            OffsetReset::None => {
+                                return Err(ClientError::InvalidArgument(format!(
+                                    "{tp}: offset {asked_offset} out of range and \
+                                     auto.offset.reset is none"
+                                )))
+                            }
+                        };
+                        let p = self.positions.get_mut(&tp).expect("checked");
+                        p.offset = None;
+                        p.reset = Some(reset);
+                        continue;
+                    }
+                    if !error.is_retriable() {
+                        return Err(error);
+                    }
+                    self.metadata_wanted |= error.needs_metadata_refresh();
+                    self.back_off(&tp);
+                    continue;
+                }
+                let Some(records) = pd.records.clone() else {
+                    continue;
+                };
+                decoded.clear();
+                let summary = decode_batches(records, asked_offset, &mut decoded)?;
+                let topic_name = position.topic.clone();
+                let mut next = asked_offset;
+                for r in decoded.drain(..) {
+                    next = r.offset + 1;
+                    let record = ConsumerRecord {
+                        topic: topic_name.clone(),
+                        partition: tp.partition,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                        log_append_time: r.log_append_time,
+                        key: r.key,
+                        value: r.value,
+                        headers: r.headers,
+                    };
+                    self.buffered_bytes += record_bytes(&record);
+                    self.buffered.push_back(record);
+                }
+                // Control batches and compacted gaps move the position without records.
+                if let Some(after) = summary.next_offset {
+                    next = next.max(after);
+                }
+                let p = self.positions.get_mut(&tp).expect("checked");
+                p.offset = Some(next);
+                p.failures = 0;
+                p.not_before = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn back_off(&mut self, tp: &TopicPartition) {
+        if let Some(p) = self.positions.get_mut(tp) {
+            let pause = backoff_ms(&self.config.client, p.failures);
+            p.failures += 1;
+            p.not_before = Some(Instant::now() + Duration::from_millis(pause));
+        }
+    }
+}
+
+fn record_bytes(r: &ConsumerRecord) -> usize {
+    r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len) + 64
+}
+
+/// ListOffsets for each (partition, timestamp) at its leader: the offset and timestamp found
+/// (-1, -1 when no record qualifies). `timestamp` may be [`EARLIEST_TIMESTAMP`] or
+/// [`LATEST_TIMESTAMP`]. Results come back per partition.
+pub async fn list_offsets(
+    cluster: &Cluster,
+    wanted: &[(TopicPartition, i64)],
+    isolation_level: i8,
+) -> Vec<(TopicPartition, Result<(i64, i64)>)> {
+    let mut out = Vec::new();
+    let mut by_node: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+    for (tp, ts) in wanted {
+        if cluster.leader_for(tp).is_none() {
+            let topics = vec![tp.topic.clone()];
+            let _ = cluster.refresh_metadata(&topics).await;
+        }
+        match cluster.leader_for(tp) {
+            Some((leader, _)) => by_node.entry(leader).or_default().push((tp.clone(), *ts)),
+            None => out.push((
+                tp.clone(),
+                Err(cluster
+                    .topic_error(&tp.topic)
+                    .and_then(|c| ClientError::from_code(c, None))
+                    .unwrap_or_else(|| {
+                        ClientError::from_code(5, Some("no leader for the partition"))
+                            .expect("non-zero")
+                    })),
+            )),
+        }
+    }
+    for (node_id, parts) in by_node {
+        let mut topics: Vec<ListOffsetsTopic> = Vec::new();
+        for (tp, ts) in &parts {
+            let p = ListOffsetsPartition::default()
+                .with_partition_index(tp.partition)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(*ts);
+            match topics.last_mut() {
+                Some(t) if t.name.0.as_str() == tp.topic.as_str() => t.partitions.push(p),
+                _ => topics.push(
+                    ListOffsetsTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_isolation_level(isolation_level)
+            .with_topics(topics);
+        let response = async {
+            let conn = cluster.connection(node_id).await?;
+            conn.send(&request, LIST_OFFSETS_VERSION_CAP).await
+        }
+        .await;
+        for (tp, _) in parts {
+            let result = match &response {
+                Err(e) => Err(e.clone()),
+                Ok(r) => r
+                    .topics
+                    .iter()
+                    .filter(|t| t.name.0.as_str() == tp.topic.as_str())
+                    .flat_map(|t| t.partitions.iter())
+                    .find(|p| p.partition_index == tp.partition)
+                    .map_or_else(
+                        || {
+                            Err(ClientError::Protocol(format!(
+                                "no ListOffsets result for {tp}"
+                            )))
+                        },
+                        |p| match ClientError::from_code(p.error_code, None) {
+                            Some(e) => Err(e),
+                            None => Ok((p.offset, p.timestamp)),
+                        },
+                    ),
+            };
+            out.push((tp, result));
+        }
+    }
+    out
+}
