@@ -433,3 +433,63 @@ fn regression_truncate_after_clean_restart_then_torn_crash() {
     ];
     run(durable_small_config(), ops, 1066887275867458108);
 }
+
+/// Found by the model test: truncation and appends between two torn crashes.
+#[test]
+fn regression_truncate_between_torn_crashes() {
+    use Op::*;
+    let ops = vec![
+        Append {
+            batches: 1,
+            records: 5,
+        },
+        Append {
+            batches: 2,
+            records: 4,
+        },
+        Append {
+            batches: 1,
+            records: 3,
+        },
+        Append {
+            batches: 2,
+            records: 2,
+        },
+        Append {
+            batches: 1,
+            records: 2,
+        },
+        Truncate { at: 23 },
+        AppendCorrupt { byte: 0 },
+        Append {
+            batches: 2,
+            records: 3,
+        },
+        Append {
+            batches: 3,
+            records: 4,
+        },
+        Append {
+            batches: 3,
+            records: 3,
+        },
+        Tick { advance_ms: 200 },
+        CloseReopen,
+        Append {
+            batches: 2,
+            records: 1,
+        },
+        Crash { tear: true },
+        Truncate { at: 1595 },
+        Append {
+            batches: 2,
+            records: 1,
+        },
+        Crash { tear: true },
+    ];
+    let config = LogConfig {
+        segment_bytes: 1500,
+        ..durable_small_config()
+    };
+    run(config, ops, 1626438381564363387);
+}

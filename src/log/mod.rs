@@ -407,7 +407,10 @@ impl PartitionLog {
                 any_cut = true;
                 continue;
             }
-            let trust = clean || base < checkpoint_recovery;
+            // The last segment is where a crash can leave damage: always validate it whole
+            // after an unclean shutdown.
+            let last = bases.last() == Some(&base);
+            let trust = clean || (base < checkpoint_recovery && !last);
             let (segment, cut) = Segment::open(
                 &*storage,
                 dir,

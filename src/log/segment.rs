@@ -161,13 +161,16 @@ fn ensure(
 }
 
 impl Segment {
-    /// Creates an empty segment's files.
+    /// Creates an empty segment's files. Files left under the same names (a segment waiting
+    /// for deletion, or one a truncation replaces) are removed first: bytes that may be on
+    /// disk are never overwritten in place, so a torn write can only damage a tail.
     pub fn create(
         storage: &dyn Storage,
         dir: &str,
         base_offset: i64,
         now: Millis,
     ) -> io::Result<Segment> {
+        delete_segment_files(storage, dir, base_offset)?;
         let log = storage.open_file(&join(dir, &log_name(base_offset)), true)?;
         log.set_len(0)?;
         let index_file = storage.open_file(&join(dir, &index_name(base_offset)), true)?;

@@ -137,6 +137,8 @@ impl SimDisk {
                         file.data.resize(end, 0);
                     }
                     file.data[start..end].copy_from_slice(&write.bytes[..kept]);
+                    // What reached the platter before the power went is on disk for good.
+                    file.synced = file.data.clone();
                 }
             }
         }
