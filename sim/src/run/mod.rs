@@ -10,6 +10,7 @@
 
 mod disk;
 mod log_workload;
+mod node_workload;
 
 use crate::checker::{check_all, Violation, ViolationClass};
 use crate::history::{FlushGuarantee, History, SimMillis};
@@ -176,9 +177,7 @@ pub fn run_seed(seed: u64, options: &RunOptions, keep_trace: bool) -> RunOutcome
                 shared.event(&plan.swarm);
                 match options.workload {
                     Workload::Log => log_workload::run(seed, &options, &plan, &shared).await,
-                    Workload::Node => shared.event(
-                        "the node workload needs karst::runtime and karst::client (not merged yet)",
-                    ),
+                    Workload::Node => node_workload::run(seed, &options, &plan, &shared).await,
                 }
                 let end_ms = shared.now_ms();
                 shared.with(|w| w.end_ms = end_ms);
@@ -213,11 +212,6 @@ pub fn run_seed(seed: u64, options: &RunOptions, keep_trace: bool) -> RunOutcome
         violations.push(Violation {
             class: ViolationClass::Panic,
             detail: format!("the simulation panicked: {message}"),
-        });
-    } else if options.workload == Workload::Node {
-        violations.push(Violation {
-            class: ViolationClass::Panic,
-            detail: "the node workload is not available in this build".to_string(),
         });
     } else {
         violations.extend(check_all(&history));
