@@ -14,6 +14,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod coordinator;
 pub mod log;
 pub mod node;
 pub mod protocol;
