@@ -934,7 +934,7 @@ mod model {
             2 => (c, 0..PARTITIONS, 0..1000i64).prop_map(|(c, p, o)| Op::Commit(c, p, o)),
             1 => (0..PARTITIONS, 0..1000i64).prop_map(|(p, o)| Op::SimpleCommit(p, o)),
             2 => Just(Op::Fetch),
-            2 => (0..8_000i64).prop_map(Op::Advance),
+            2 => (0..4_000i64).prop_map(Op::Advance),
             3 => any::<bool>().prop_map(Op::Complete),
         ]
     }
@@ -975,9 +975,24 @@ mod model {
         persists: VecDeque<(PersistToken, i32, Vec<PersistedRecord>)>,
         owners: BTreeMap<(i32, i32), String>,
         acked: BTreeMap<i32, i64>,
+        followups: VecDeque<Op>,
     }
 
+    /// Bound on follow-up requests one operation may cause.
+    const MAX_FOLLOWUPS: usize = 32;
+
     impl Model {
+        fn run(&mut self, op: Op) {
+            self.apply(op);
+            for _ in 0..MAX_FOLLOWUPS {
+                match self.followups.pop_front() {
+                    Some(op) => self.apply(op),
+                    None => break,
+                }
+            }
+            self.followups.clear();
+        }
+
         fn send(&mut self, version: i16, request: GroupRequest, sent: Sent) {
             let (token, effects) = self.h.request(version, request);
             self.sent.insert(token, sent);
@@ -1007,7 +1022,11 @@ mod model {
                 (Sent::Join(c), ResponseKind::JoinGroup(r)) => {
                     let client = &mut self.clients[c];
                     match r.error_code {
-                        MEMBER_ID_REQUIRED => client.member_id = r.member_id.to_string(),
+                        MEMBER_ID_REQUIRED => {
+                            // Real clients rejoin at once with the id they were given.
+                            client.member_id = r.member_id.to_string();
+                            self.followups.push_back(Op::Join(c));
+                        }
                         UNKNOWN_MEMBER_ID => *client = Client::default(),
                         NONE => {
                             client.member_id = r.member_id.to_string();
@@ -1015,6 +1034,8 @@ mod model {
                             client.leader = r.leader == r.member_id;
                             client.members =
                                 r.members.iter().map(|m| m.member_id.to_string()).collect();
+                            // ... and sync as soon as they have joined.
+                            self.followups.push_back(Op::Sync(c));
                         }
                         _ => {}
                     }
@@ -1135,10 +1156,10 @@ mod model {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
         #[test]
         fn one_owner_per_partition_per_generation_and_acked_commits_are_fetched(
-            ops in proptest::collection::vec(op(), 1..80)
+            ops in proptest::collection::vec(op(), 1..120)
         ) {
             let mut m = Model {
                 h: Harness::new(CoordinatorConfig {
@@ -1150,13 +1171,14 @@ mod model {
                 persists: VecDeque::new(),
                 owners: BTreeMap::new(),
                 acked: BTreeMap::new(),
+                followups: VecDeque::new(),
             };
             for op in ops {
-                m.apply(op);
+                m.run(op);
             }
             // Drain: every persist completes, every waiting request is answered eventually.
             while !m.persists.is_empty() {
-                m.apply(Op::Complete(true));
+                m.run(Op::Complete(true));
             }
             // Durability: the appended records alone rebuild the acknowledged offsets.
             let partition = partition_for_group(GROUP, 50);
