@@ -1194,3 +1194,93 @@ mod model {
         }
     }
 }
+
+/// Every response the coordinator builds must encode at the request's version (fields a
+/// version lacks make the encoder fail): a whole group life cycle at every version the
+/// kafka-protocol crate supports for each API.
+#[test]
+fn responses_encode_at_every_supported_version() {
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    for version in 0..=9i16 {
+        let mut h = Harness::new(config());
+        let join_v = version;
+        let sync_v = version.min(5);
+        let heartbeat_v = version.min(4);
+        let leave_v = version.min(5);
+        let commit_v = version.clamp(2, 9);
+        let fetch_v = version.clamp(1, 9);
+        let (_, e) = h.request(join_v, join("unknown", None, &range()));
+        assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+        let (_, e) = h.request(join_v, join("", None, &range()));
+        let mut r = join_response(only_response(&e)).clone();
+        if join_v >= 4 {
+            assert_eq!(r.error_code, MEMBER_ID_REQUIRED);
+            let (_, e) = h.request(join_v, join(&r.member_id, None, &range()));
+            r = join_response(only_response(&e)).clone();
+        }
+        assert_eq!(r.error_code, NONE, "JoinGroup v{join_v}");
+        let id = r.member_id.to_string();
+        let (_, e) = h.request(sync_v, sync(&id, 1, &[(&id, b"a")]));
+        assert_eq!(error_of(only_response(&h.complete_all(&e))), NONE);
+        let (_, e) = h.request(sync_v, sync(&id, 1, &[]));
+        assert_eq!(error_of(only_response(&e)), NONE);
+        let (_, e) = h.request(heartbeat_v, heartbeat(&id, 1, None));
+        assert_eq!(error_of(only_response(&e)), NONE);
+        let (_, e) = h.request(commit_v, commit(&id, 1, 0, 11));
+        assert_eq!(error_of(only_response(&h.complete_all(&e))), NONE);
+        let request = if fetch_v >= 8 {
+            let mut t = OffsetFetchRequestTopics::default();
+            t.name = TopicName(s(TOPIC));
+            t.partition_indexes = vec![0];
+            let mut g = OffsetFetchRequestGroup::default();
+            g.group_id = GroupId(s(GROUP));
+            g.topics = Some(vec![t]);
+            let mut r = OffsetFetchRequest::default();
+            r.groups = vec![g];
+            GroupRequest::OffsetFetch(r)
+        } else {
+            fetch(1)
+        };
+        let (_, e) = h.request(fetch_v, request);
+        let offset = match only_response(&e) {
+            ResponseKind::OffsetFetch(f) if fetch_v >= 8 => {
+                f.groups[0].topics[0].partitions[0].committed_offset
+            }
+            ResponseKind::OffsetFetch(f) => f.topics[0].partitions[0].committed_offset,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(offset, 11, "OffsetFetch v{fetch_v}");
+        let mut d = DescribeGroupsRequest::default();
+        d.groups = vec![GroupId(s(GROUP))];
+        h.request(version.min(6), GroupRequest::DescribeGroups(d));
+        h.request(
+            version.min(5),
+            GroupRequest::ListGroups(ListGroupsRequest::default()),
+        );
+        let mut l = LeaveGroupRequest::default();
+        l.group_id = GroupId(s(GROUP));
+        if leave_v >= 3 {
+            let mut m = MemberIdentity::default();
+            m.member_id = s(&id);
+            l.members = vec![m];
+        } else {
+            l.member_id = s(&id);
+        }
+        let (_, e) = h.request(leave_v, GroupRequest::LeaveGroup(l));
+        assert_eq!(error_of(only_response(&e)), NONE, "LeaveGroup v{leave_v}");
+        let mut o = OffsetDeleteRequest::default();
+        o.group_id = GroupId(s(GROUP));
+        let (_, e) = h.request(0, GroupRequest::OffsetDelete(o));
+        assert_eq!(error_of(only_response(&e)), NONE);
+        let mut g = DeleteGroupsRequest::default();
+        g.groups_names = vec![GroupId(s(GROUP))];
+        let (_, e) = h.request(version.min(2), GroupRequest::DeleteGroups(g));
+        let done = h.complete_all(&e);
+        let ResponseKind::DeleteGroups(d) = only_response(&done) else {
+            panic!()
+        };
+        assert_eq!(d.results[0].error_code, NONE);
+    }
+}
