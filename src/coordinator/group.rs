@@ -259,10 +259,15 @@ impl Group {
         for t in self.pending_members.values() {
             consider(*t);
         }
-        if self.state == GroupState::PreparingRebalance {
+        if matches!(
+            self.state,
+            GroupState::PreparingRebalance | GroupState::CompletingRebalance
+        ) {
             if let Some(t) = self.rebalance_deadline_ms {
                 consider(t);
             }
+        }
+        if self.state == GroupState::PreparingRebalance {
             if let Some(t) = self.join_not_before_ms {
                 consider(t);
             }

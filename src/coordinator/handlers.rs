@@ -396,6 +396,8 @@ impl GroupCoordinator {
             group.leader = group.members.keys().next().cloned();
         }
         group.state = GroupState::CompletingRebalance;
+        // Members must send SyncGroup within the rebalance timeout (as Kafka 2.8+ does).
+        group.rebalance_deadline_ms = Some(now + group.rebalance_timeout_ms());
         let ids: Vec<String> = group.members.keys().cloned().collect();
         for id in ids {
             let member = group.members.get_mut(&id).expect("member");
@@ -1235,6 +1237,7 @@ impl GroupCoordinator {
             Ok(()) => {
                 group.state = GroupState::Stable;
                 group.state_since_ms = now;
+                group.rebalance_deadline_ms = None;
                 let ids: Vec<String> = group.members.keys().cloned().collect();
                 for id in ids {
                     let member = group.members.get_mut(&id).expect("member");
@@ -1275,6 +1278,24 @@ impl GroupCoordinator {
             if !expired.is_empty() {
                 // Session timeout: the member is gone; the others rebalance.
                 self.remove_members(now, &id, &expired, effects);
+            }
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            if group.state == GroupState::CompletingRebalance
+                && group.rebalance_deadline_ms.is_some_and(|d| now >= d)
+            {
+                group.rebalance_deadline_ms = None;
+                let not_synced: Vec<String> = group
+                    .members
+                    .values()
+                    .filter(|m| m.awaiting_sync.is_none())
+                    .map(|m| m.member_id.clone())
+                    .collect();
+                if !not_synced.is_empty() {
+                    // Sync-phase timeout: members that never sent SyncGroup are removed.
+                    self.remove_members(now, &id, &not_synced, effects);
+                }
             }
             self.maybe_complete_join(now, &id, effects);
         }

@@ -510,6 +510,25 @@ fn rebalance_timeout_removes_members_that_did_not_rejoin() {
 }
 
 #[test]
+fn sync_phase_timeout_removes_members_that_never_sync() {
+    let mut h = Harness::new(config());
+    let a = join_first_member(&mut h);
+    // The leader heartbeats (NONE in CompletingRebalance) but never sends SyncGroup.
+    for _ in 0..5 {
+        h.advance(5_000);
+        let (_, e) = h.request(3, heartbeat(&a, 1, None));
+        assert_eq!(error_of(only_response(&e)), NONE);
+    }
+    assert_eq!(h.c.next_deadline(), Some(30_000));
+    h.advance(4_999);
+    assert_eq!(h.c.group_state(GROUP), Some("CompletingRebalance"));
+    h.advance(1);
+    assert_eq!(h.c.group_state(GROUP), Some("Empty"));
+    let (_, e) = h.request(3, heartbeat(&a, 1, None));
+    assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+}
+
+#[test]
 fn session_timeout_expires_a_silent_member_and_the_group_empties() {
     let mut h = Harness::new(config());
     let a = stable_one_member(&mut h);
