@@ -922,7 +922,8 @@ mod model {
     //! leave, commit and fetch while time advances and persists complete or fail.
     //! Checked: at most one member owns a partition per generation; an acknowledged commit
     //! is what OffsetFetch returns until the next acknowledged commit; the persisted records
-    //! rebuild the same offsets; invariants() after every step.
+    //! rebuild the same offsets, also across coordinator failovers (Reload); invariants()
+    //! after every step.
     use super::*;
     use proptest::prelude::*;
     use std::collections::{BTreeMap, VecDeque};
@@ -941,6 +942,9 @@ mod model {
         Fetch,
         Advance(i64),
         Complete(bool),
+        /// Coordinator failover: a fresh coordinator loads what was appended; writes not yet
+        /// durable are lost and in-flight requests are never answered (connections drop).
+        Reload,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -955,6 +959,7 @@ mod model {
             2 => Just(Op::Fetch),
             2 => (0..4_000i64).prop_map(Op::Advance),
             3 => any::<bool>().prop_map(Op::Complete),
+            1 => Just(Op::Reload),
         ]
     }
 
@@ -995,6 +1000,7 @@ mod model {
         owners: BTreeMap<(i32, i32), String>,
         acked: BTreeMap<i32, i64>,
         followups: VecDeque<Op>,
+        reloads: u64,
     }
 
     /// Bound on follow-up requests one operation may cause.
@@ -1154,6 +1160,28 @@ mod model {
                     let effects = self.h.advance(ms);
                     self.absorb(effects);
                 }
+                Op::Reload => {
+                    self.persists.clear();
+                    self.sent.clear();
+                    self.reloads += 1;
+                    let config = CoordinatorConfig {
+                        seed: 1000 + self.reloads,
+                        ..self.h.c.config().clone()
+                    };
+                    let mut fresh = GroupCoordinator::new(config);
+                    for p in 0..fresh.config().offsets_topic_num_partitions {
+                        let records: Vec<PersistedRecord> = self
+                            .h
+                            .persisted
+                            .iter()
+                            .filter(|(q, _)| *q == p)
+                            .map(|(_, r)| r.clone())
+                            .collect();
+                        assert_eq!(fresh.load(self.h.now, p, &records), 0);
+                    }
+                    fresh.invariants();
+                    self.h.c = fresh;
+                }
                 Op::Complete(ok) => {
                     if let Some((token, partition, records)) = self.persists.pop_front() {
                         if ok {
@@ -1191,6 +1219,7 @@ mod model {
                 owners: BTreeMap::new(),
                 acked: BTreeMap::new(),
                 followups: VecDeque::new(),
+                reloads: 0,
             };
             for op in ops {
                 m.run(op);
