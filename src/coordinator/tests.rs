@@ -1332,3 +1332,50 @@ fn responses_encode_at_every_supported_version() {
         assert_eq!(d.results[0].error_code, NONE);
     }
 }
+
+#[test]
+fn kip_394_pending_member_id_expires_after_the_session_timeout() {
+    let mut h = Harness::new(config());
+    let (_, e) = h.request(5, join("", None, &range()));
+    let id = join_response(only_response(&e)).member_id.to_string();
+    assert_eq!(h.c.next_deadline(), Some(10_000));
+    h.advance(10_000);
+    let (_, e) = h.request(5, join(&id, None, &range()));
+    assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn join_validates_session_timeout_and_group_max_size() {
+    let mut h = Harness::new(CoordinatorConfig {
+        group_max_size: 1,
+        ..config()
+    });
+    let mut request = join("", None, &range());
+    if let GroupRequest::JoinGroup(r) = &mut request {
+        r.session_timeout_ms = 5_999; // below group.min.session.timeout.ms
+    }
+    let (_, e) = h.request(5, request);
+    assert_eq!(error_of(only_response(&e)), INVALID_SESSION_TIMEOUT);
+    join_first_member(&mut h);
+    let (_, e) = h.request(5, join("", None, &range()));
+    assert_eq!(error_of(only_response(&e)), GROUP_MAX_SIZE_REACHED);
+}
+
+#[test]
+fn kip_345_commit_with_a_stale_static_identity_is_fenced() {
+    let mut h = Harness::new(config());
+    let (_, e) = h.request(5, join("", Some("i1"), &range()));
+    let old = join_response(only_response(&e)).member_id.to_string();
+    let (_, e) = h.request(3, sync(&old, 1, &[(&old, b"1")]));
+    h.complete_all(&e);
+    // The leader restarts: a new id and a rebalance (a static leader is not replaced in place).
+    let (_, e) = h.request(5, join("", Some("i1"), &range()));
+    let new_id = join_response(only_response(&e)).member_id.to_string();
+    assert_ne!(new_id, old);
+    let mut request = commit(&old, 1, 0, 5);
+    if let GroupRequest::OffsetCommit(r) = &mut request {
+        r.group_instance_id = Some(s("i1"));
+    }
+    let (_, e) = h.request(7, request);
+    assert_eq!(error_of(only_response(&e)), FENCED_INSTANCE_ID);
+}
