@@ -81,6 +81,8 @@ pub enum RecordError {
     UnknownValueVersion(i16),
     #[error("invalid string or length")]
     Invalid,
+    #[error("record batch: {0}")]
+    Batch(String),
 }
 
 const OFFSET_KEY_VERSION: i16 = 1;
@@ -311,4 +313,67 @@ impl Reader<'_> {
         }
         Ok(Bytes::copy_from_slice(self.take(len as usize)?))
     }
+}
+
+/// Encodes `records` as one uncompressed v2 record batch without producer id, base offset 0
+/// (the log assigns offsets on append) and every timestamp `now_ms`: what the node appends to
+/// `__consumer_offsets` for an `Effect::Persist`.
+pub fn encode_batch(records: &[PersistedRecord], now_ms: i64) -> Result<Bytes, RecordError> {
+    use kafka_protocol::records::{
+        Compression, Record as WireRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+    };
+    let wire: Vec<WireRecord> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| WireRecord {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch whenever offset - sequence changes; keeping it
+            // constant gives one batch whose base sequence is -1 (no producer).
+            sequence: i as i32 - 1,
+            timestamp: now_ms,
+            key: Some(r.key.clone()),
+            value: r.value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        wire.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| RecordError::Batch(e.to_string()))?;
+    Ok(buf.freeze())
+}
+
+/// Decodes record batches as read from a `__consumer_offsets` partition into the records
+/// [`crate::coordinator::GroupCoordinator::load`] takes, in offset order. Control records
+/// (transaction markers) and records without a key are skipped.
+pub fn decode_batches(bytes: Bytes) -> Result<Vec<PersistedRecord>, RecordError> {
+    use kafka_protocol::records::RecordBatchDecoder;
+    let mut buf = bytes;
+    let sets =
+        RecordBatchDecoder::decode_all(&mut buf).map_err(|e| RecordError::Batch(e.to_string()))?;
+    Ok(sets
+        .into_iter()
+        .flat_map(|set| set.records)
+        .filter(|r| !r.control)
+        .filter_map(|r| {
+            Some(PersistedRecord {
+                key: r.key?,
+                value: r.value,
+            })
+        })
+        .collect())
 }
