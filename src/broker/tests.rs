@@ -731,6 +731,15 @@ fn every_advertised_version_encodes_its_response() {
                 ApiKey::DescribeCluster => {
                     RequestKind::DescribeCluster(DescribeClusterRequest::default())
                 }
+                ApiKey::FindCoordinator => {
+                    let mut request = FindCoordinatorRequest::default().with_key_type(0);
+                    if version >= 4 {
+                        request.coordinator_keys = vec![StrBytes::from_static_str("group")];
+                    } else {
+                        request.key = StrBytes::from_static_str("group");
+                    }
+                    RequestKind::FindCoordinator(request)
+                }
                 other => panic!("add a request for {other:?}"),
             };
             let id = RequestId {
