@@ -6,7 +6,8 @@
 //!   decodes them (in parallel with other connections) and queues them for the step loop; at
 //!   most [`MAX_IN_FLIGHT_PER_CONNECTION`] requests of one connection are unanswered at a time;
 //! - the one step loop owns the node: it steps each event, carries out the effects, and sleeps
-//!   until the next event or `next_deadline()`;
+//!   until the next event or `next_deadline()` (on its own OS thread in production, a task
+//!   under madsim);
 //! - a writer encodes its connection's responses and writes them in request order (the broker
 //!   may answer out of order while a fetch long-polls or a produce waits for fsync);
 //! - the disk thread runs the log's SyncJobs (an OS thread in production; under madsim a
