@@ -14,7 +14,8 @@
 //!   on the disk thread and reports back with [`PartitionLog::sync_completed`]. Appends made
 //!   while a job is in flight are covered by the next job (group commit).
 //!   [`PartitionLog::durable_offset`] says what is on stable storage; a Durable-policy produce
-//!   is acknowledged only once its last offset is below it.
+//!   is acknowledged only once its last offset is below it. A failed job is reported with
+//!   [`PartitionLog::sync_failed`].
 //! - [`PartitionLog::tick`] at or after [`PartitionLog::next_deadline`] does segment.ms rolls,
 //!   retention (every retention_check_interval_ms) and interval-flush decisions.
 //! - The log does no I/O of its own besides the [`Storage`] it was given, reads no clock and
