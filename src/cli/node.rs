@@ -97,7 +97,7 @@ fn serve(config: NodeConfig) -> anyhow::Result<()> {
             builder.enable_all().thread_name("karst").build()?
         }
     };
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let mut node = crate::runtime::start(config, storage).await?;
         {
             let mut stdout = std::io::stdout().lock();
@@ -116,7 +116,11 @@ fn serve(config: NodeConfig) -> anyhow::Result<()> {
         node.shutdown().await?;
         tracing::info!("clean shutdown complete");
         Ok(())
-    })
+    });
+    // The node is closed (logs synced, markers written); leftover connection tasks need not be
+    // waited for.
+    runtime.shutdown_background();
+    result
 }
 
 #[cfg(madsim)]
