@@ -319,6 +319,21 @@ fn failed_sync_answers_storage_error() {
             produce_response("d", 0, error::KAFKA_STORAGE_ERROR, -1)
         )]
     );
+    // The partition is offline until restart: no new sync job, produce and fetch refused.
+    let (id, effects) = harness.request(NOW, 9, produce("d", 0, -1, simple_batch(1, 0)));
+    assert_eq!(
+        effects,
+        vec![Seen::Respond(
+            id,
+            100 + id.sequence as i32,
+            produce_response("d", 0, error::KAFKA_STORAGE_ERROR, -1)
+        )]
+    );
+    let (_, effects) = harness.request(NOW, 12, fetch("d", 0, 0, 1));
+    let [Seen::Respond(_, _, response)] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(fetched(response).0, error::KAFKA_STORAGE_ERROR);
 }
 
 /// Fetch long polling (max.wait.ms, min.bytes): a fetch with no data is parked, answered as
@@ -730,6 +745,15 @@ fn every_advertised_version_encodes_its_response() {
                 ),
                 ApiKey::DescribeCluster => {
                     RequestKind::DescribeCluster(DescribeClusterRequest::default())
+                }
+                ApiKey::FindCoordinator => {
+                    let mut request = FindCoordinatorRequest::default().with_key_type(0);
+                    if version >= 4 {
+                        request.coordinator_keys = vec![StrBytes::from_static_str("group")];
+                    } else {
+                        request.key = StrBytes::from_static_str("group");
+                    }
+                    RequestKind::FindCoordinator(request)
                 }
                 other => panic!("add a request for {other:?}"),
             };

@@ -85,11 +85,19 @@ fn serve(config: NodeConfig) -> anyhow::Result<()> {
             )
         })?,
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("karst")
-        .build()?;
-    runtime.block_on(async move {
+    let runtime = match config.num_network_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if threads > 1 {
+                builder.worker_threads(threads);
+            }
+            builder.enable_all().thread_name("karst").build()?
+        }
+    };
+    let result = runtime.block_on(async move {
         let mut node = crate::runtime::start(config, storage).await?;
         {
             let mut stdout = std::io::stdout().lock();
@@ -108,7 +116,11 @@ fn serve(config: NodeConfig) -> anyhow::Result<()> {
         node.shutdown().await?;
         tracing::info!("clean shutdown complete");
         Ok(())
-    })
+    });
+    // The node is closed (logs synced, markers written); leftover connection tasks need not be
+    // waited for.
+    runtime.shutdown_background();
+    result
 }
 
 #[cfg(madsim)]
