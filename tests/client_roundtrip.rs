@@ -495,3 +495,96 @@ async fn records_fail_after_delivery_timeout_when_the_node_is_gone() {
     .await
     .expect("test timed out");
 }
+
+/// `flush` returns only after every delivery report was handed out: callbacks run on other
+/// worker threads, and an earlier version let `flush` return between the bookkeeping and the
+/// callbacks (karst perf then undercounted acknowledged records).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_returns_after_every_delivery_report() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let node = Node::start(&[]);
+    let bootstrap = node.bootstrap();
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        create_topic(&bootstrap, "flush", 6).await;
+        let producer = Producer::new(ProducerConfig {
+            acks: Acks::Leader,
+            ..producer_config(&bootstrap)
+        })
+        .await
+        .unwrap();
+        let payload = Bytes::from(vec![b'x'; 1000]);
+        for round in 0..5 {
+            let reported = Arc::new(AtomicUsize::new(0));
+            let count = 20_000;
+            for _ in 0..count {
+                let reported = reported.clone();
+                let record = ProducerRecord {
+                    topic: "flush".into(),
+                    value: Some(payload.clone()),
+                    ..ProducerRecord::default()
+                };
+                producer
+                    .send_with_callback(
+                        record,
+                        Box::new(move |r| {
+                            r.unwrap();
+                            // A slow callback widens the window the old race needed.
+                            std::thread::sleep(Duration::from_micros(20));
+                            reported.fetch_add(1, Ordering::SeqCst);
+                        }),
+                    )
+                    .await
+                    .unwrap();
+            }
+            producer.flush().await;
+            assert_eq!(reported.load(Ordering::SeqCst), count, "round {round}");
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// acks=0 gets no response (delivery reports say offset -1) and acks=1 reports offsets;
+/// both write every record.
+#[tokio::test]
+async fn acks_zero_and_one() {
+    let node = Node::start(&[]);
+    let bootstrap = node.bootstrap();
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        for (topic, acks) in [("acks0", Acks::None), ("acks1", Acks::Leader)] {
+            create_topic(&bootstrap, topic, 2).await;
+            let producer = Producer::new(ProducerConfig {
+                acks,
+                ..producer_config(&bootstrap)
+            })
+            .await
+            .unwrap();
+            assert!(
+                producer.producer_id().is_none(),
+                "idempotence needs acks=all"
+            );
+            let mut reports = Vec::new();
+            for n in 0..200 {
+                reports.push(
+                    producer
+                        .send(ProducerRecord::new(topic, format!("{n}")))
+                        .await
+                        .unwrap(),
+                );
+            }
+            producer.flush().await;
+            for report in reports {
+                let md = report.await.unwrap();
+                match acks {
+                    Acks::None => assert_eq!(md.offset, -1),
+                    _ => assert!(md.offset >= 0),
+                }
+            }
+            let records = read_all(&bootstrap, topic, 200).await;
+            assert_eq!(records.len(), 200, "{acks:?}");
+        }
+    })
+    .await
+    .expect("test timed out");
+}

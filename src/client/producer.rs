@@ -239,6 +239,8 @@ struct ReadyBatch {
     base_sequence: i32,
     attempts: u32,
     created: Instant,
+    /// Set when the batch could not be built; it then fails with this error.
+    build_error: Option<ClientError>,
 }
 
 #[derive(Default)]
@@ -614,6 +616,7 @@ fn close_batch(open: OpenBatch) -> ReadyBatch {
         base_sequence: -1,
         attempts: 0,
         created: open.created,
+        build_error: None,
     }
 }
 
@@ -839,7 +842,8 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
                     Ok(bytes) => batch.bytes = Some(bytes),
                     Err(e) => {
                         freed += batch.charged;
-                        fail_batch(&name.clone(), partition, batch, e);
+                        batch.build_error = Some(e);
+                        expired.push((name.clone(), partition, batch));
                         continue;
                     }
                 }
@@ -861,7 +865,6 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
     }
     let expired_count: usize = expired.iter().map(|(_, _, b)| b.deliveries.len()).sum();
     state.buffered_bytes -= freed.min(state.buffered_bytes);
-    state.undelivered -= expired_count.min(state.undelivered);
     if missing_leader {
         state.refresh_wanted = true;
     }
@@ -893,14 +896,17 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
     drop(guard);
     let progressed = !expired.is_empty() || freed > 0;
     for (topic, partition, batch) in expired {
-        let error = ClientError::DeadlineExceeded(format!(
-            "{topic}-{partition}: not sent within delivery.timeout.ms ({} ms)",
-            config.delivery_timeout_ms
-        ));
+        let error = match batch.build_error.clone() {
+            Some(e) => e,
+            None => ClientError::DeadlineExceeded(format!(
+                "{topic}-{partition}: not sent within delivery.timeout.ms ({} ms)",
+                config.delivery_timeout_ms
+            )),
+        };
         fail_batch(&topic, partition, batch, error);
     }
     if progressed {
-        shared.progress.notify_waiters();
+        release_delivered(shared, expired_count);
     }
     let sends = by_node
         .into_iter()
@@ -995,7 +1001,7 @@ async fn complete_produce(
     #[allow(clippy::type_complexity)]
     let mut completions: Vec<(String, i32, ReadyBatch, Result<(i64, i64)>)> = Vec::new();
     let mut refresh = false;
-    {
+    let delivered = {
         let mut guard = shared.state.lock().unwrap();
         let state = &mut *guard;
         for ((topic, partition, mut batch), outcome) in send.batches.into_iter().zip(outcomes) {
@@ -1096,11 +1102,11 @@ async fn complete_produce(
             delivered += batch.deliveries.len();
         }
         state.buffered_bytes -= freed.min(state.buffered_bytes);
-        state.undelivered -= delivered.min(state.undelivered);
         if refresh {
             state.refresh_wanted = true;
         }
-    }
+        delivered
+    };
     for (topic, partition, batch, result) in completions {
         match result {
             Ok((base_offset, log_append_time)) => {
@@ -1124,8 +1130,18 @@ async fn complete_produce(
             Err(e) => fail_batch(&topic, partition, batch, e),
         }
     }
-    shared.progress.notify_waiters();
+    // Only now, with every report handed out, may `flush` see these records as done.
+    release_delivered(&shared, delivered);
     shared.wake_sender.notify_one();
+}
+
+/// Counts `n` records as reported and wakes `flush`/`send` waiters.
+fn release_delivered(shared: &Shared, n: usize) {
+    if n > 0 {
+        let mut state = shared.state.lock().unwrap();
+        state.undelivered -= n.min(state.undelivered);
+    }
+    shared.progress.notify_waiters();
 }
 
 /// Whether a batch sequenced before `base_sequence` is still in flight or queued for retry.
