@@ -20,16 +20,39 @@ const DIR: &str = "model-0";
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { batches: u8, records: u8 },
-    AppendCorrupt { byte: u16 },
-    Read { at: u16, max_bytes: u16 },
-    Truncate { at: u16 },
-    DeleteRecords { at: u16 },
-    Tick { advance_ms: u8 },
+    Append {
+        batches: u8,
+        records: u8,
+    },
+    AppendCorrupt {
+        byte: u16,
+    },
+    Read {
+        at: u16,
+        max_bytes: u16,
+    },
+    Truncate {
+        at: u16,
+    },
+    DeleteRecords {
+        at: u16,
+    },
+    Tick {
+        advance_ms: u8,
+    },
     TakeSync,
     CompleteSync,
-    Crash { tear: bool },
+    Crash {
+        tear: bool,
+    },
     CloseReopen,
+    /// Flip bytes in an index file, the checkpoint, or the last segment's `.log` (what open
+    /// validates after an unclean shutdown), then crash.
+    CorruptThenCrash {
+        file: u8,
+        at: u16,
+        len: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -44,6 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::CompleteSync),
         1 => any::<bool>().prop_map(|tear| Op::Crash { tear }),
         1 => Just(Op::CloseReopen),
+        1 => (any::<u8>(), any::<u16>(), 1u8..40).prop_map(|(file, at, len)| Op::CorruptThenCrash { file, at, len }),
     ]
 }
 
@@ -279,6 +303,37 @@ fn run(config: LogConfig, ops: Vec<Op>, seed: u64) {
                 log = open(&disk, &config, now);
                 check_recovered(&log, &mut model, durable);
             }
+            Op::CorruptThenCrash { file, at, len } => {
+                let last_log = format!(
+                    "{DIR}/{:020}.log",
+                    log.segment_base_offsets().last().copied().unwrap_or(0)
+                );
+                drop(log);
+                job = None;
+                let targets: Vec<String> = disk
+                    .paths()
+                    .into_iter()
+                    .filter(|p| {
+                        p.ends_with(".index")
+                            || p.ends_with(".timeindex")
+                            || p.ends_with(".checkpoint")
+                            || *p == last_log
+                    })
+                    .collect();
+                if !targets.is_empty() {
+                    let path = &targets[file as usize % targets.len()];
+                    let size = disk.contents(path).map_or(0, |c| c.len()) as u64;
+                    if size > 0 {
+                        let start = at as u64 % size;
+                        disk.corrupt(path, start..start + len as u64);
+                    }
+                }
+                disk.crash(CrashOptions::default());
+                log = open(&disk, &config, now);
+                // Corruption may destroy synced records; what remains must still be records
+                // that were appended, contiguous.
+                check_recovered(&log, &mut model, 0);
+            }
             Op::CloseReopen => {
                 if let Some(job) = job.take() {
                     let up_to = job.up_to_offset;
@@ -492,4 +547,32 @@ fn regression_truncate_between_torn_crashes() {
         ..durable_small_config()
     };
     run(config, ops, 1626438381564363387);
+}
+
+/// Found by the model test: a reset to the base of the only segment after a crash.
+#[test]
+fn regression_reset_to_the_only_segment_base_after_a_crash() {
+    use Op::*;
+    let ops = vec![
+        Append {
+            batches: 1,
+            records: 1,
+        },
+        Tick { advance_ms: 200 },
+        TakeSync,
+        CompleteSync,
+        Truncate { at: 28946 },
+        Crash { tear: false },
+        Append {
+            batches: 1,
+            records: 2,
+        },
+        Append {
+            batches: 2,
+            records: 3,
+        },
+        Truncate { at: 46062 },
+        Crash { tear: false },
+    ];
+    run(durable_small_config(), ops, 0);
 }
