@@ -256,6 +256,26 @@ impl Connection {
         request: &R,
         version: i16,
     ) -> Result<R::Response> {
+        self.start_versioned(request, version).await?.wait().await
+    }
+
+    /// Queues `request` (negotiated version, capped at `cap`) for the socket and returns a
+    /// handle on its response. Requests started one after another from one task are written
+    /// in that order, which is what idempotent produce relies on.
+    pub async fn start<R: Request>(
+        &self,
+        request: &R,
+        cap: i16,
+    ) -> Result<PendingResponse<R::Response>> {
+        let version = self.version_for::<R>(cap)?;
+        self.start_versioned(request, version).await
+    }
+
+    async fn start_versioned<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<PendingResponse<R::Response>> {
         let (frame, correlation_id) = self.encode(request, version)?;
         let (reply_tx, reply_rx) = oneshot::channel();
         let pending = Pending {
@@ -268,27 +288,13 @@ impl Connection {
             pending: Some(pending),
         })
         .await?;
-        let body = match tokio::time::timeout(self.request_timeout, reply_rx).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => return Err(self.shared.disconnected()),
-            Err(_) => {
-                let error = ClientError::Timeout {
-                    api: api_name(R::KEY),
-                    addr: self.shared.addr.clone(),
-                    timeout_ms: self.request_timeout.as_millis() as u64,
-                };
-                self.shared.close(error.to_string());
-                return Err(error);
-            }
-        };
-        let mut body = body;
-        R::Response::decode(&mut body, version).map_err(|e| {
-            let error = format!(
-                "cannot decode {} v{version} response: {e}",
-                api_name(R::KEY)
-            );
-            self.shared.close(error.clone());
-            ClientError::Protocol(error)
+        Ok(PendingResponse {
+            reply: reply_rx,
+            version,
+            api_key: R::KEY,
+            shared: self.shared.clone(),
+            timeout: self.request_timeout,
+            _response: std::marker::PhantomData,
         })
     }
 
@@ -343,6 +349,45 @@ impl Connection {
             .send(outgoing)
             .await
             .map_err(|_| self.shared.disconnected())
+    }
+}
+
+/// A request on its way; [`PendingResponse::wait`] gets its answer (or times out after
+/// `request.timeout.ms`, closing the connection).
+pub struct PendingResponse<T> {
+    reply: oneshot::Receiver<Result<Bytes>>,
+    version: i16,
+    api_key: i16,
+    shared: Arc<Shared>,
+    timeout: Duration,
+    _response: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Decodable> PendingResponse<T> {
+    pub async fn wait(self) -> Result<T> {
+        let body = match tokio::time::timeout(self.timeout, self.reply).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(self.shared.disconnected()),
+            Err(_) => {
+                let error = ClientError::Timeout {
+                    api: api_name(self.api_key),
+                    addr: self.shared.addr.clone(),
+                    timeout_ms: self.timeout.as_millis() as u64,
+                };
+                self.shared.close(error.to_string());
+                return Err(error);
+            }
+        };
+        let mut body = body;
+        T::decode(&mut body, self.version).map_err(|e| {
+            let error = format!(
+                "cannot decode {} v{} response: {e}",
+                api_name(self.api_key),
+                self.version
+            );
+            self.shared.close(error.clone());
+            ClientError::Protocol(error)
+        })
     }
 }
 

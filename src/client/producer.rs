@@ -41,6 +41,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use super::cluster::Cluster;
+use super::connection::PendingResponse;
 use super::partitioner::{partition_for_key, StickyPartition};
 use super::records::{BatchBuilder, Compression, Header, BATCH_HEADER_BYTES};
 use super::{backoff_ms, wall_clock_ms, ClientConfig, ClientError, Result, XorShift};
@@ -238,6 +239,8 @@ struct ReadyBatch {
     base_sequence: i32,
     attempts: u32,
     created: Instant,
+    /// Set when the batch could not be built; it then fails with this error.
+    build_error: Option<ClientError>,
 }
 
 #[derive(Default)]
@@ -249,6 +252,8 @@ struct PartitionState {
     /// Sequence after the last acknowledged batch: a batch above it that gets
     /// OUT_OF_ORDER_SEQUENCE_NUMBER was only overtaken by an earlier batch's retry.
     acked_sequence: i32,
+    /// Base sequences of the batches in flight, in send order (idempotence only).
+    in_flight_sequences: VecDeque<i32>,
     /// After a retriable failure: send nothing until in-flight batches are back and then
     /// not before this instant.
     retry_after: Option<Instant>,
@@ -274,6 +279,7 @@ struct State {
     closing: bool,
     refresh_wanted: bool,
     refresh_running: bool,
+    last_refresh: Option<Instant>,
 }
 
 struct Shared {
@@ -359,6 +365,7 @@ impl Producer {
                 closing: false,
                 refresh_wanted: false,
                 refresh_running: false,
+                last_refresh: None,
             }),
             cluster,
             config,
@@ -609,6 +616,7 @@ fn close_batch(open: OpenBatch) -> ReadyBatch {
         base_sequence: -1,
         attempts: 0,
         created: open.created,
+        build_error: None,
     }
 }
 
@@ -688,8 +696,20 @@ async fn sender_loop(shared: Arc<Shared>) {
         if refresh {
             tokio::spawn(refresh_metadata(shared.clone()));
         }
+        // Requests are queued on their connections here, one after another, so batches of a
+        // partition reach the broker in sequence order; only the waits run concurrently.
         for send in sends {
-            tokio::spawn(send_produce(shared.clone(), send));
+            let request = produce_request(&shared, &send);
+            let result = start_produce(&shared, send.node_id, request).await;
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let result = match result {
+                    Ok(Started::Waiting(pending)) => pending.wait().await.map(Some),
+                    Ok(Started::NoResponse) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                complete_produce(shared, send, result).await;
+            });
         }
         if done {
             break;
@@ -765,20 +785,29 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
                     wake_at(due);
                 }
             }
-            // Batches never sent that outlived delivery.timeout.ms fail here; batches already
-            // sent are judged when their response comes back.
-            while ps
-                .ready
-                .front()
-                .is_some_and(|b| b.bytes.is_none() && now >= b.created + delivery_timeout)
-            {
+            // Queued batches that outlived delivery.timeout.ms fail here (in-flight ones are
+            // judged when their response comes back). A sequenced batch can only go while
+            // nothing is in flight; the partition then resumes at the broker's sequence.
+            while ps.ready.front().is_some_and(|b| {
+                now >= b.created + delivery_timeout && (b.bytes.is_none() || ps.in_flight == 0)
+            }) {
                 let batch = ps.ready.pop_front().expect("checked");
+                if shared.idempotent && batch.bytes.is_some() {
+                    ps.next_sequence = ps.acked_sequence;
+                    // Later sequenced batches would hit the gap: they go too.
+                    while ps.ready.front().is_some_and(|b| b.bytes.is_some()) {
+                        let later = ps.ready.pop_front().expect("checked");
+                        freed += later.charged;
+                        expired.push((name.clone(), partition, later));
+                    }
+                }
                 freed += batch.charged;
                 expired.push((name.clone(), partition, batch));
             }
-            if ps.ready.is_empty() {
+            let Some(front) = ps.ready.front() else {
                 continue;
-            }
+            };
+            wake_at(front.created + delivery_timeout);
             if let Some(after) = ps.retry_after {
                 if ps.in_flight > 0 {
                     continue; // woken when they return
@@ -813,7 +842,8 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
                     Ok(bytes) => batch.bytes = Some(bytes),
                     Err(e) => {
                         freed += batch.charged;
-                        fail_batch(&name.clone(), partition, batch, e);
+                        batch.build_error = Some(e);
+                        expired.push((name.clone(), partition, batch));
                         continue;
                     }
                 }
@@ -827,22 +857,35 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
             }
             entry.0 += size;
             ps.in_flight += 1;
+            if shared.idempotent {
+                ps.in_flight_sequences.push_back(batch.base_sequence);
+            }
             entry.1.push((name.clone(), partition, batch));
         }
     }
     let expired_count: usize = expired.iter().map(|(_, _, b)| b.deliveries.len()).sum();
     state.buffered_bytes -= freed.min(state.buffered_bytes);
-    state.undelivered -= expired_count.min(state.undelivered);
     if missing_leader {
         state.refresh_wanted = true;
     }
     if shared.cluster.metadata_is_stale() && !state.topics.is_empty() {
         state.refresh_wanted = true;
     }
-    let refresh = state.refresh_wanted && !state.refresh_running;
+    // At most one refresh per retry.backoff.ms, so a leaderless partition cannot spin.
+    let min_gap = Duration::from_millis(config.client.retry_backoff_ms);
+    let mut refresh = state.refresh_wanted && !state.refresh_running;
+    if refresh {
+        if let Some(last) = state.last_refresh {
+            if now < last + min_gap {
+                refresh = false;
+                wake_at(last + min_gap);
+            }
+        }
+    }
     if refresh {
         state.refresh_wanted = false;
         state.refresh_running = true;
+        state.last_refresh = Some(now);
     }
     let done = state.closing
         && state.undelivered == 0
@@ -853,14 +896,17 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
     drop(guard);
     let progressed = !expired.is_empty() || freed > 0;
     for (topic, partition, batch) in expired {
-        let error = ClientError::DeadlineExceeded(format!(
-            "{topic}-{partition}: not sent within delivery.timeout.ms ({} ms)",
-            config.delivery_timeout_ms
-        ));
+        let error = match batch.build_error.clone() {
+            Some(e) => e,
+            None => ClientError::DeadlineExceeded(format!(
+                "{topic}-{partition}: not sent within delivery.timeout.ms ({} ms)",
+                config.delivery_timeout_ms
+            )),
+        };
         fail_batch(&topic, partition, batch, error);
     }
     if progressed {
-        shared.progress.notify_waiters();
+        release_delivered(shared, expired_count);
     }
     let sends = by_node
         .into_iter()
@@ -892,10 +938,12 @@ enum Outcome {
     Fail(ClientError),
 }
 
-async fn send_produce(shared: Arc<Shared>, send: ProduceSend) {
+async fn complete_produce(
+    shared: Arc<Shared>,
+    send: ProduceSend,
+    result: Result<Option<ProduceResponse>>,
+) {
     let config = &shared.config;
-    let request = produce_request(&shared, &send);
-    let result = send_request(&shared, send.node_id, request).await;
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(send.batches.len());
     match &result {
         Err(e) => {
@@ -953,7 +1001,7 @@ async fn send_produce(shared: Arc<Shared>, send: ProduceSend) {
     #[allow(clippy::type_complexity)]
     let mut completions: Vec<(String, i32, ReadyBatch, Result<(i64, i64)>)> = Vec::new();
     let mut refresh = false;
-    {
+    let delivered = {
         let mut guard = shared.state.lock().unwrap();
         let state = &mut *guard;
         for ((topic, partition, mut batch), outcome) in send.batches.into_iter().zip(outcomes) {
@@ -965,12 +1013,20 @@ async fn send_produce(shared: Arc<Shared>, send: ProduceSend) {
                 continue;
             };
             ps.in_flight -= 1;
+            if let Some(i) = ps
+                .in_flight_sequences
+                .iter()
+                .position(|s| *s == batch.base_sequence)
+            {
+                ps.in_flight_sequences.remove(i);
+            }
             let outcome = match outcome {
-                // An overtaken batch: an earlier one of ours is being retried.
+                // Overtaken: an earlier batch of ours is still on its way or being retried,
+                // so the broker saw a gap; resend after it.
                 Outcome::Fail(e)
                     if shared.idempotent
                         && e.code() == Some(OUT_OF_ORDER_SEQUENCE_NUMBER)
-                        && batch.base_sequence != ps.acked_sequence =>
+                        && earlier_batch_pending(ps, batch.base_sequence) =>
                 {
                     Outcome::Retry(e)
                 }
@@ -1013,6 +1069,28 @@ async fn send_produce(shared: Arc<Shared>, send: ProduceSend) {
                     ps.ready.insert(position, batch);
                 }
                 Outcome::Retry(e) | Outcome::Fail(e) => {
+                    if shared.idempotent && batch.bytes.is_some() {
+                        // The broker never got this sequence: every later sequenced batch
+                        // would hit the gap. Fail those too and continue from the broker's
+                        // expected sequence (the Java client bumps the epoch instead).
+                        let later: Vec<ReadyBatch> = {
+                            let (keep, drop): (VecDeque<ReadyBatch>, VecDeque<ReadyBatch>) =
+                                std::mem::take(&mut ps.ready)
+                                    .into_iter()
+                                    .partition(|b| b.bytes.is_none());
+                            ps.ready = keep;
+                            drop.into_iter().collect()
+                        };
+                        for b in later {
+                            let error = ClientError::Protocol(format!(
+                                "not sent: an earlier batch of {topic}-{partition} failed ({e})"
+                            ));
+                            completions.push((topic.clone(), partition, b, Err(error)));
+                        }
+                        if ps.in_flight_sequences.is_empty() {
+                            ps.next_sequence = ps.acked_sequence;
+                        }
+                    }
                     completions.push((topic, partition, batch, Err(e)));
                 }
             }
@@ -1024,11 +1102,11 @@ async fn send_produce(shared: Arc<Shared>, send: ProduceSend) {
             delivered += batch.deliveries.len();
         }
         state.buffered_bytes -= freed.min(state.buffered_bytes);
-        state.undelivered -= delivered.min(state.undelivered);
         if refresh {
             state.refresh_wanted = true;
         }
-    }
+        delivered
+    };
     for (topic, partition, batch, result) in completions {
         match result {
             Ok((base_offset, log_append_time)) => {
@@ -1052,8 +1130,29 @@ async fn send_produce(shared: Arc<Shared>, send: ProduceSend) {
             Err(e) => fail_batch(&topic, partition, batch, e),
         }
     }
-    shared.progress.notify_waiters();
+    // Only now, with every report handed out, may `flush` see these records as done.
+    release_delivered(&shared, delivered);
     shared.wake_sender.notify_one();
+}
+
+/// Counts `n` records as reported and wakes `flush`/`send` waiters.
+fn release_delivered(shared: &Shared, n: usize) {
+    if n > 0 {
+        let mut state = shared.state.lock().unwrap();
+        state.undelivered -= n.min(state.undelivered);
+    }
+    shared.progress.notify_waiters();
+}
+
+/// Whether a batch sequenced before `base_sequence` is still in flight or queued for retry.
+fn earlier_batch_pending(ps: &PartitionState, base_sequence: i32) -> bool {
+    ps.in_flight_sequences
+        .iter()
+        .any(|s| sequence_before(*s, base_sequence))
+        || ps
+            .ready
+            .iter()
+            .any(|b| b.bytes.is_some() && sequence_before(b.base_sequence, base_sequence))
 }
 
 /// Whether sequence `a` comes before `b` (both sent by this producer, so within 2^30).
@@ -1085,18 +1184,21 @@ fn produce_request(shared: &Shared, send: &ProduceSend) -> ProduceRequest {
         .with_topic_data(topics)
 }
 
-/// Sends the Produce request; Ok(None) for acks=0.
-async fn send_request(
-    shared: &Shared,
-    node_id: i32,
-    request: ProduceRequest,
-) -> Result<Option<ProduceResponse>> {
+enum Started {
+    Waiting(PendingResponse<ProduceResponse>),
+    NoResponse,
+}
+
+/// Queues the Produce request on the leader's connection (acks=0: no response expected).
+async fn start_produce(shared: &Shared, node_id: i32, request: ProduceRequest) -> Result<Started> {
     let conn = shared.cluster.connection(node_id).await?;
     if shared.config.acks == Acks::None {
         conn.send_no_response(&request, PRODUCE_VERSION_CAP).await?;
-        return Ok(None);
+        return Ok(Started::NoResponse);
     }
-    Ok(Some(conn.send(&request, PRODUCE_VERSION_CAP).await?))
+    Ok(Started::Waiting(
+        conn.start(&request, PRODUCE_VERSION_CAP).await?,
+    ))
 }
 
 #[cfg(test)]
