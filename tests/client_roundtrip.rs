@@ -544,3 +544,47 @@ async fn flush_returns_after_every_delivery_report() {
     .await
     .expect("test timed out");
 }
+
+/// acks=0 gets no response (delivery reports say offset -1) and acks=1 reports offsets;
+/// both write every record.
+#[tokio::test]
+async fn acks_zero_and_one() {
+    let node = Node::start(&[]);
+    let bootstrap = node.bootstrap();
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        for (topic, acks) in [("acks0", Acks::None), ("acks1", Acks::Leader)] {
+            create_topic(&bootstrap, topic, 2).await;
+            let producer = Producer::new(ProducerConfig {
+                acks,
+                ..producer_config(&bootstrap)
+            })
+            .await
+            .unwrap();
+            assert!(
+                producer.producer_id().is_none(),
+                "idempotence needs acks=all"
+            );
+            let mut reports = Vec::new();
+            for n in 0..200 {
+                reports.push(
+                    producer
+                        .send(ProducerRecord::new(topic, format!("{n}")))
+                        .await
+                        .unwrap(),
+                );
+            }
+            producer.flush().await;
+            for report in reports {
+                let md = report.await.unwrap();
+                match acks {
+                    Acks::None => assert_eq!(md.offset, -1),
+                    _ => assert!(md.offset >= 0),
+                }
+            }
+            let records = read_all(&bootstrap, topic, 200).await;
+            assert_eq!(records.len(), 200, "{acks:?}");
+        }
+    })
+    .await
+    .expect("test timed out");
+}
