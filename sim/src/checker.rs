@@ -144,6 +144,27 @@ pub fn lost_writes(history: &History) -> Vec<Violation> {
     out
 }
 
+/// The earliest time each value was sent. A read of a value can have been served by the
+/// broker at any time after that: clients prefetch, so the poll that returned a record may
+/// start after the fetch that read it. Read windows start no later than this.
+fn first_sent(history: &History) -> BTreeMap<Value, SimMillis> {
+    let mut sent: BTreeMap<Value, SimMillis> = BTreeMap::new();
+    for op in &history.produces {
+        let at = sent.entry(op.value).or_insert(op.invoke_ms);
+        *at = (*at).min(op.invoke_ms);
+    }
+    sent
+}
+
+/// The window in which a read may have been served (see `first_sent`).
+fn read_window(read: &crate::history::ReadOp, sent: &BTreeMap<Value, SimMillis>) -> Window {
+    let start = read
+        .value
+        .and_then(|v| sent.get(&v).copied())
+        .map_or(read.invoke_ms, |at| at.min(read.invoke_ms));
+    (start, read.complete_ms)
+}
+
 /// All observations of a (partition, offset) -> value: acknowledgements and reads, each with
 /// the time window in which it was made.
 fn observations(history: &History) -> Observations {
@@ -155,11 +176,12 @@ fn observations(history: &History) -> Observations {
                 .push((op.value, (op.invoke_ms, op.complete_ms)));
         }
     }
+    let sent = first_sent(history);
     for read in &history.reads {
         if let Some(value) = read.value {
             seen.entry((read.partition, read.offset))
                 .or_default()
-                .push((value, (read.invoke_ms, read.complete_ms)));
+                .push((value, read_window(read, &sent)));
         }
     }
     if let Some(final_read) = &history.final_read {
@@ -269,9 +291,10 @@ pub fn producer_order(history: &History) -> Vec<Violation> {
     for ((producer, partition), mut ops) in acked {
         ops.sort();
         for pair in ops.windows(2) {
-            let (seq_a, offset_a, (start_a, _)) = pair[0];
-            let (seq_b, offset_b, (_, end_b)) = pair[1];
-            if offset_b <= offset_a && !history.may_lose_between(start_a, end_b) {
+            let (seq_a, offset_a, (start_a, end_a)) = pair[0];
+            let (seq_b, offset_b, (start_b, end_b)) = pair[1];
+            let (from, to) = (start_a.min(start_b), end_a.max(end_b));
+            if offset_b <= offset_a && !history.may_lose_between(from, to) {
                 push(
                     &mut out,
                     ViolationClass::ProducerOrder,
@@ -292,11 +315,12 @@ pub fn read_order(history: &History) -> Vec<Violation> {
     let mut out = Vec::new();
     // (consumer, session, partition) -> (offset, window), in read order
     let mut sessions: BTreeMap<(u32, u32, i32), Vec<(i64, Window)>> = BTreeMap::new();
+    let sent = first_sent(history);
     for read in &history.reads {
         sessions
             .entry((read.consumer, read.session, read.partition))
             .or_default()
-            .push((read.offset, (read.invoke_ms, read.complete_ms)));
+            .push((read.offset, read_window(read, &sent)));
     }
     for ((consumer, session, partition), reads) in sessions {
         for pair in reads.windows(2) {
@@ -629,6 +653,41 @@ mod tests {
             classes(&producer_order(&h)),
             vec![ViolationClass::ProducerOrder]
         );
+    }
+
+    #[test]
+    fn producer_order_is_judged_over_both_acknowledgements() {
+        // seq 1 is acked at offset 1 early; seq 0, in flight across a wipe, is acked later at
+        // offset 4 of the new log. The wipe lies between the two acknowledgements.
+        let mut h = clean(FlushGuarantee::Durable);
+        h.produces[0].offset = Some(4);
+        h.produces[0].complete_ms = 500;
+        h.data_faults.push(DataFaultEvent {
+            at_ms: 300,
+            node: 1,
+            fault: DataFault::Destroyed,
+        });
+        assert_eq!(producer_order(&h), vec![]);
+        h.data_faults.clear();
+        assert_eq!(producer_order(&h).len(), 1);
+    }
+
+    #[test]
+    fn a_prefetched_read_is_judged_from_when_its_value_was_sent() {
+        // The poll that returned offset 2 began after a power loss (page cache) that may have
+        // dropped offsets 1 and 2, but the record may have been fetched before it.
+        let mut h = clean(FlushGuarantee::PageCache);
+        h.reads[2].invoke_ms = 150;
+        h.reads[2].complete_ms = 150;
+        h.reads.push(read(7, 1, Some(value(1, 1)), 160));
+        h.data_faults.push(DataFaultEvent {
+            at_ms: 140,
+            node: 1,
+            fault: DataFault::PowerLoss,
+        });
+        assert_eq!(read_order(&h), vec![]);
+        h.flush = FlushGuarantee::Durable;
+        assert_eq!(classes(&read_order(&h)), vec![ViolationClass::ReadOrder]);
     }
 
     #[test]

@@ -15,6 +15,33 @@ pub enum Workload {
     Node,
 }
 
+/// How much traffic the workload drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Load {
+    /// One producer (idempotent) and one consumer, about 10 records per second.
+    Light,
+    /// Four producers (two idempotent) and two consumers, about 60 records per second each.
+    Heavy,
+}
+
+impl Load {
+    /// (producers, consumers)
+    pub fn clients(self) -> (u32, u32) {
+        match self {
+            Load::Light => (1, 1),
+            Load::Heavy => (4, 2),
+        }
+    }
+
+    /// Simulated milliseconds a producer waits between records: a uniform range.
+    pub fn record_interval_ms(self) -> (i64, i64) {
+        match self {
+            Load::Light => (50, 150),
+            Load::Heavy => (2, 30),
+        }
+    }
+}
+
 /// A deliberately injected bug, to prove the checkers can fail (test-only: never the default).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum InjectedBug {
@@ -35,6 +62,9 @@ pub struct RunOptions {
     pub nodes: u32,
     #[arg(long, value_enum, default_value = "log")]
     pub workload: Workload,
+    /// Traffic: light (one producer, one consumer) or heavy.
+    #[arg(long, value_enum, default_value = "heavy")]
+    pub load: Load,
     /// Simulated length of the fault phase (after it the network heals).
     #[arg(long, default_value_t = 20_000)]
     pub fault_phase_ms: i64,
@@ -88,6 +118,8 @@ impl RunOptions {
             self.nodes.to_string(),
             "--workload".to_string(),
             value_name(self.workload),
+            "--load".to_string(),
+            value_name(self.load),
             "--fault-phase-ms".to_string(),
             self.fault_phase_ms.to_string(),
             "--flush".to_string(),

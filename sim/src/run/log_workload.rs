@@ -24,8 +24,6 @@ use karst::storage::{SimDisk, Storage};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-const PRODUCERS: u32 = 3;
-const CONSUMERS: u32 = 2;
 const LOG_DIR: &str = "sim-0";
 /// A durable-policy append not durable after this long is reported as unknown.
 const ACK_TIMEOUT_MS: SimMillis = 5_000;
@@ -105,15 +103,19 @@ pub(crate) async fn run(seed: u64, options: &RunOptions, plan: &NemesisPlan, sha
     });
 
     let mut tasks = Vec::new();
-    for producer in 0..PRODUCERS {
+    let (producers, consumers) = options.load.clients();
+    for producer in 0..producers {
         let (system, shared, rng) = (
             system.clone(),
             shared.clone(),
             SimRng::fork(seed, &format!("producer-{producer}")),
         );
-        tasks.push(tokio::spawn(produce_loop(system, shared, producer, rng)));
+        let interval = options.load.record_interval_ms();
+        tasks.push(tokio::spawn(produce_loop(
+            system, shared, producer, interval, rng,
+        )));
     }
-    for consumer in 0..CONSUMERS {
+    for consumer in 0..consumers {
         let (system, shared, rng) = (
             system.clone(),
             shared.clone(),
@@ -216,10 +218,16 @@ async fn reopen(system: Arc<System>, shared: Shared, generation: u64) {
     }
 }
 
-async fn produce_loop(system: Arc<System>, shared: Shared, producer: u32, mut rng: SimRng) {
+async fn produce_loop(
+    system: Arc<System>,
+    shared: Shared,
+    producer: u32,
+    (min_interval_ms, max_interval_ms): (i64, i64),
+    mut rng: SimRng,
+) {
     let mut seq = 0u32;
     while !system.stop_traffic.load(Ordering::SeqCst) {
-        sleep_ms(rng.between(1, 20)).await;
+        sleep_ms(rng.between(min_interval_ms, max_interval_ms)).await;
         let count = rng.between(1, 3) as u32;
         let values: Vec<Value> = (0..count)
             .map(|i| Value {

@@ -1,7 +1,7 @@
 //! The `node` workload: real Karst nodes (`karst::runtime::start`, the whole broker and log)
 //! on simulated hosts, each with a `SimDisk` the simulator keeps across crashes, driven by
 //! Karst's own client over simulated TCP from a separate client host:
-//! - producers at acks=all, half idempotent (up to 5 in flight, so order and no-duplicates
+//! - producers at acks=all (how many: `--load`), half idempotent (up to 5 in flight, so order and no-duplicates
 //!   are both at stake), half not (one in flight: order holds, duplicates allowed);
 //! - consumers assigned every partition, reading from the start;
 //! - after the heal, a fresh consumer reads every partition to its high watermark.
@@ -33,8 +33,6 @@ use std::time::Duration;
 
 const TOPIC: &str = "sim";
 const PARTITIONS: i32 = 3;
-const PRODUCERS: u32 = 4;
-const CONSUMERS: u32 = 2;
 const PORT: u16 = 9092;
 /// Records an idempotent producer keeps in flight (Kafka allows up to 5 with idempotence).
 const IDEMPOTENT_IN_FLIGHT: usize = 5;
@@ -236,17 +234,19 @@ pub(crate) async fn run(seed: u64, options: &RunOptions, plan: &NemesisPlan, sha
         stop: AtomicBool::new(false),
     });
     let mut tasks = Vec::new();
-    for producer in 0..PRODUCERS {
+    let (producers, consumers) = options.load.clients();
+    for producer in 0..producers {
         tasks.push(client_node.spawn(produce_loop(
             client_config.clone(),
             traffic.clone(),
             shared.clone(),
             producer,
             producer % 2 == 0,
+            options.load.record_interval_ms(),
             SimRng::fork(seed, &format!("producer-{producer}")),
         )));
     }
-    for consumer in 0..CONSUMERS {
+    for consumer in 0..consumers {
         tasks.push(client_node.spawn(consume_loop(
             client_config.clone(),
             traffic.clone(),
@@ -336,6 +336,7 @@ async fn produce_loop(
     shared: Shared,
     producer_id: u32,
     idempotent: bool,
+    (min_interval_ms, max_interval_ms): (i64, i64),
     mut rng: SimRng,
 ) {
     let config = ProducerConfig {
@@ -367,7 +368,7 @@ async fn produce_loop(
     let mut in_flight = std::collections::VecDeque::new();
     let mut seq = 0u32;
     while !traffic.stop.load(Ordering::SeqCst) {
-        sleep_ms(rng.between(2, 30)).await;
+        sleep_ms(rng.between(min_interval_ms, max_interval_ms)).await;
         let value = Value {
             producer: producer_id,
             seq,
