@@ -249,6 +249,12 @@ async fn writer<W: AsyncWrite + Unpin>(
             }
             out.clear();
         }
+        // Nothing more is ready: push what was written out. A no-op on tokio's TcpStream, but
+        // madsim's simulated stream sends only on flush, so without it no response leaves a
+        // simulated node.
+        if stream.flush().await.is_err() {
+            return;
+        }
     }
     let _ = stream.shutdown().await;
 }
