@@ -257,6 +257,15 @@ struct PartitionState {
     /// After a retriable failure: send nothing until in-flight batches are back and then
     /// not before this instant.
     retry_after: Option<Instant>,
+    /// The producer id and epoch this partition's batches carry, when it had to move off the
+    /// producer's own (see `needs_new_id`).
+    producer: Option<(i64, i16)>,
+    /// A sequenced batch failed without the broker saying it was not written, so its sequence
+    /// numbers may or may not be in the broker's producer state. Reusing them under the same
+    /// producer id could make the broker acknowledge a new batch as a duplicate of the old one
+    /// without writing it. The partition sends nothing until it has a fresh producer id and
+    /// starts again at sequence 0 (the Java client bumps the epoch instead, KIP-360).
+    needs_new_id: bool,
 }
 
 struct TopicState {
@@ -280,6 +289,9 @@ struct State {
     refresh_wanted: bool,
     refresh_running: bool,
     last_refresh: Option<Instant>,
+    /// Some partition waits for a fresh producer id with nothing in flight.
+    new_id_wanted: bool,
+    new_id_running: bool,
 }
 
 struct Shared {
@@ -366,6 +378,8 @@ impl Producer {
                 refresh_wanted: false,
                 refresh_running: false,
                 last_refresh: None,
+                new_id_wanted: false,
+                new_id_running: false,
             }),
             cluster,
             config,
@@ -696,6 +710,13 @@ async fn sender_loop(shared: Arc<Shared>) {
         if refresh {
             tokio::spawn(refresh_metadata(shared.clone()));
         }
+        {
+            let mut state = shared.state.lock().unwrap();
+            if state.new_id_wanted && !state.new_id_running {
+                state.new_id_running = true;
+                tokio::spawn(renew_producer_id(shared.clone()));
+            }
+        }
         // Requests are queued on their connections here, one after another, so batches of a
         // partition reach the broker in sequence order; only the waits run concurrently.
         for send in sends {
@@ -721,6 +742,61 @@ async fn sender_loop(shared: Arc<Shared>) {
             _ = tokio::time::sleep_until(sleep) => {}
         }
     }
+}
+
+/// Gives every partition that waits for one (with nothing in flight) a fresh producer id,
+/// restarting its sequence at 0. Batches of those partitions still holding bytes built under
+/// the old id are retries whose outcome is unknown: they fail rather than go out again.
+async fn renew_producer_id(shared: Arc<Shared>) {
+    let result = init_producer_id(&shared.cluster).await;
+    if let Err(e) = &result {
+        tracing::debug!("producer id renewal failed: {e}");
+        tokio::time::sleep(Duration::from_millis(
+            shared.cluster.config().retry_backoff_ms,
+        ))
+        .await;
+    }
+    let mut failed: Vec<Routed> = Vec::new();
+    {
+        let mut guard = shared.state.lock().unwrap();
+        let state = &mut *guard;
+        state.new_id_running = false;
+        state.new_id_wanted = false;
+        if let Ok(ids) = result {
+            for (name, topic) in state.topics.iter_mut() {
+                for (index, ps) in topic.partitions.iter_mut().enumerate() {
+                    if !ps.needs_new_id || ps.in_flight > 0 {
+                        continue;
+                    }
+                    ps.needs_new_id = false;
+                    ps.producer = Some(ids);
+                    ps.next_sequence = 0;
+                    ps.acked_sequence = 0;
+                    ps.in_flight_sequences.clear();
+                    ps.retry_after = None;
+                    let (keep, stale): (VecDeque<ReadyBatch>, VecDeque<ReadyBatch>) =
+                        std::mem::take(&mut ps.ready)
+                            .into_iter()
+                            .partition(|b| b.bytes.is_none());
+                    ps.ready = keep;
+                    failed.extend(stale.into_iter().map(|b| (name.clone(), index as i32, b)));
+                }
+            }
+        }
+        let freed: usize = failed.iter().map(|(_, _, b)| b.charged).sum();
+        state.buffered_bytes -= freed.min(state.buffered_bytes);
+    }
+    let delivered: usize = failed.iter().map(|(_, _, b)| b.deliveries.len()).sum();
+    for (topic, partition, batch) in failed {
+        let error = ClientError::Protocol(format!(
+            "{topic}-{partition}: outcome unknown after an earlier batch failed; not resent"
+        ));
+        fail_batch(&topic, partition, batch, error);
+    }
+    if delivered > 0 {
+        release_delivered(&shared, delivered);
+    }
+    shared.wake_sender.notify_one();
 }
 
 async fn refresh_metadata(shared: Arc<Shared>) {
@@ -772,6 +848,7 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
     let mut by_node: BTreeMap<i32, (usize, Vec<Routed>)> = BTreeMap::new();
     let mut expired: Vec<Routed> = Vec::new();
     let mut missing_leader = false;
+    let mut new_id_wanted = false;
     let mut freed = 0usize;
     for (name, topic) in state.topics.iter_mut() {
         for (index, ps) in topic.partitions.iter_mut().enumerate() {
@@ -793,7 +870,8 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
             }) {
                 let batch = ps.ready.pop_front().expect("checked");
                 if shared.idempotent && batch.bytes.is_some() {
-                    ps.next_sequence = ps.acked_sequence;
+                    // It was sent: whether the broker wrote it is unknown.
+                    ps.needs_new_id = true;
                     // Later sequenced batches would hit the gap: they go too.
                     while ps.ready.front().is_some_and(|b| b.bytes.is_some()) {
                         let later = ps.ready.pop_front().expect("checked");
@@ -808,6 +886,10 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
                 continue;
             };
             wake_at(front.created + delivery_timeout);
+            if ps.needs_new_id {
+                new_id_wanted |= ps.in_flight == 0;
+                continue; // woken when the new id arrives
+            }
             if let Some(after) = ps.retry_after {
                 if ps.in_flight > 0 {
                     continue; // woken when they return
@@ -838,7 +920,10 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
                 };
                 batch.base_sequence = base_sequence;
                 let builder = batch.builder.take().expect("unbuilt batch has a builder");
-                match builder.build(shared.producer_id, shared.producer_epoch, base_sequence) {
+                let (producer_id, producer_epoch) = ps
+                    .producer
+                    .unwrap_or((shared.producer_id, shared.producer_epoch));
+                match builder.build(producer_id, producer_epoch, base_sequence) {
                     Ok(bytes) => batch.bytes = Some(bytes),
                     Err(e) => {
                         freed += batch.charged;
@@ -868,6 +953,7 @@ fn drain(shared: &Shared) -> (Vec<ProduceSend>, Option<Instant>, bool, bool) {
     if missing_leader {
         state.refresh_wanted = true;
     }
+    state.new_id_wanted |= new_id_wanted;
     if shared.cluster.metadata_is_stale() && !state.topics.is_empty() {
         state.refresh_wanted = true;
     }
@@ -1087,9 +1173,9 @@ async fn complete_produce(
                             ));
                             completions.push((topic.clone(), partition, b, Err(error)));
                         }
-                        if ps.in_flight_sequences.is_empty() {
-                            ps.next_sequence = ps.acked_sequence;
-                        }
+                        // Even a broker's error for this attempt does not say an earlier
+                        // attempt was not written.
+                        ps.needs_new_id = true;
                     }
                     completions.push((topic, partition, batch, Err(e)));
                 }
