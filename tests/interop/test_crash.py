@@ -40,8 +40,10 @@ def produce_until_killed(node, topic, records, kill_after_acks: int):
         return cb
 
     killed_at = None
+    produced = 0
     deadline = time.monotonic() + 120
     for rec in records:
+        produced += 1
         while True:
             try:
                 producer.produce(topic, key=rec.key, value=rec.value, headers=list(rec.headers),
@@ -60,6 +62,8 @@ def produce_until_killed(node, topic, records, kill_after_acks: int):
     assert killed_at is not None, "ran out of records before the kill point"
     # Everything still in flight now fails (node gone) within message.timeout.ms.
     producer.flush(20)
+    # The kill must land mid-stream: records handed to the client but not yet acknowledged.
+    assert produced > killed_at, f"nothing in flight at the kill ({produced} produced)"
     with lock:
         return dict(acked), killed_at
 
