@@ -182,3 +182,25 @@ fn bad_topic_names_are_refused() {
     assert_eq!(metadata.topics[0].error_code, 17);
     still_serving(&node);
 }
+
+/// A request declaring an enormous array (i32::MAX topics in 14 bytes) must be refused as
+/// malformed, not allocated: before the kafka-protocol patch this aborted the node.
+#[test]
+fn huge_array_count_is_refused_not_fatal() {
+    let node = NodeProcess::start(&[]);
+    for (version, count) in [
+        (1i16, i32::MAX.to_be_bytes().to_vec()),
+        (9, vec![0xff, 0xff, 0xff, 0xff, 0x07]),
+    ] {
+        let mut client = node.connect();
+        // v9 is flexible: the header has a tagged-field section and the array is compact.
+        let mut body = Vec::new();
+        if version >= 9 {
+            body.push(0); // header tagged fields
+        }
+        body.extend_from_slice(&count);
+        client.write_raw(&raw_request(ApiKey::Metadata as i16, version, &body));
+        assert!(client.is_closed());
+        still_serving(&node);
+    }
+}

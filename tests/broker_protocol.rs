@@ -183,3 +183,47 @@ fn idempotent_retry_is_not_duplicated() {
     let fenced = build_batch(&[value("f")], 0, producer_id, epoch, 3);
     assert_eq!(client.produce(9, -1, "idem", 0, fenced).0, 47);
 }
+
+/// `karst node --config FILE` reads Kafka-named settings from TOML, `--set` overrides them, and
+/// DescribeConfigs on the broker reports what is in effect.
+#[test]
+fn config_file_and_set_flags_use_kafka_names() {
+    let temp = tempfile::tempdir().unwrap();
+    let file = temp.path().join("node.toml");
+    std::fs::write(
+        &file,
+        "\"num.partitions\" = 3\n\"log.flush.policy\" = \"durable\"\n\"cluster.id\" = \"test-cluster\"\n",
+    )
+    .unwrap();
+    let args: Vec<String> = [
+        "--config",
+        file.to_str().unwrap(),
+        "--set",
+        "num.partitions=5",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    let node = NodeProcess::start_with_args(&temp.path().join("data"), &args);
+    let mut client = node.connect();
+    let metadata = client.metadata(12, Some(&["configured"]));
+    assert_eq!(metadata.topics[0].partitions.len(), 5);
+    assert_eq!(metadata.cluster_id.as_deref(), Some("test-cluster"));
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(kafka_protocol::protocol::StrBytes::from_static_str("1"))
+            .with_configuration_keys(Some(vec![
+                kafka_protocol::protocol::StrBytes::from_static_str("log.flush.policy"),
+            ])),
+    ]);
+    let ResponseKind::DescribeConfigs(response) = client.call(
+        ApiKey::DescribeConfigs,
+        4,
+        RequestKind::DescribeConfigs(request),
+    ) else {
+        panic!()
+    };
+    let config = &response.results[0].configs[0];
+    assert_eq!(config.value.as_deref(), Some("durable"));
+}

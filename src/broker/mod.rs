@@ -262,9 +262,6 @@ impl Broker {
                 assert!(log.log_start_offset() <= log.log_end_offset());
                 assert!(partition.high_watermark() <= log.log_end_offset());
                 assert!(log.durable_offset() <= log.log_end_offset());
-                if let Some(max) = partition.producers.max_producer_id() {
-                    assert!(max < self.next_producer_id || max >= 0);
-                }
             }
         }
         assert!(self.parked_fetches.len() <= MAX_PARKED_FETCHES);

@@ -11,6 +11,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
 
 use super::producer_state::SequenceCheck;
 use super::{
@@ -96,6 +97,9 @@ impl Broker {
             }
             RequestKind::InitProducerId(request) => {
                 ResponseKind::InitProducerId(self.handle_init_producer_id(request))
+            }
+            RequestKind::FindCoordinator(request) => {
+                ResponseKind::FindCoordinator(handle_find_coordinator(version, request))
             }
             other => {
                 // The codec only lets through what api_versions::SUPPORTED lists, and every
@@ -293,9 +297,11 @@ impl Broker {
                 }
             }
         }
-        // The log rewrites offsets in place, so it needs its own mutable copy of the bytes.
-        let mut owned = BytesMut::from(&records[..]);
-        drop(records);
+        // The log rewrites offsets in place, so it needs the bytes mutable: free when the
+        // reader gave them their own buffer (codec::own_produce_records), else one copy.
+        let mut owned = records
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         let visible_before = partition.high_watermark();
         let info = match partition.log.append(&mut owned, now) {
             Ok(info) => info,
@@ -712,6 +718,38 @@ impl Broker {
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(0)
     }
+}
+
+/// No group or transaction coordinator runs yet: every lookup is COORDINATOR_NOT_AVAILABLE,
+/// which clients treat as retriable. (librdkafka needs FindCoordinator advertised to use lz4.)
+fn handle_find_coordinator(
+    version: i16,
+    request: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    const MESSAGE: &str = "Karst does not run a group or transaction coordinator yet";
+    let mut response = FindCoordinatorResponse::default();
+    if version >= 4 {
+        response.coordinators = request
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                find_coordinator_response::Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1)
+                    .with_error_code(error::COORDINATOR_NOT_AVAILABLE)
+                    .with_error_message(Some(StrBytes::from_static_str(MESSAGE)))
+            })
+            .collect();
+    } else {
+        response.error_code = error::COORDINATOR_NOT_AVAILABLE;
+        response.node_id = BrokerId(-1);
+        response.port = -1;
+        if version >= 1 {
+            response.error_message = Some(StrBytes::from_static_str(MESSAGE));
+        }
+    }
+    response
 }
 
 fn append_error_code(err: &AppendError) -> i16 {

@@ -1,1 +1,788 @@
-//! Unit tests of the broker role.
+//! Unit tests of the broker role: inputs in, exact effects out, on the simulated disk.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::*;
+use crate::protocol::batch::testing::simple_batch;
+use crate::protocol::error;
+use crate::storage::SimDisk;
+
+const NOW: Millis = 1_000_000;
+
+/// An effect reduced to comparable data (a SyncJob is opaque: only its offset is compared).
+#[derive(Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+enum Seen {
+    Respond(RequestId, i32, ResponseKind),
+    NoResponse(RequestId),
+    Sync(LogId, i64),
+    Close(ConnectionId),
+}
+
+struct Harness {
+    broker: Broker,
+    next_sequence: u64,
+}
+
+impl Harness {
+    fn new(settings: &[(&str, &str)]) -> Harness {
+        let mut config = NodeConfig::default();
+        for (key, value) in settings {
+            config.set(key, value).unwrap();
+        }
+        let broker =
+            Broker::open(config, "127.0.0.1:9092", Arc::new(SimDisk::new(7)), 42, NOW).unwrap();
+        Harness {
+            broker,
+            next_sequence: 0,
+        }
+    }
+
+    fn step(&mut self, now: Millis, input: Input) -> Vec<Seen> {
+        let mut effects = Vec::new();
+        self.broker.step(now, input, &mut effects);
+        self.broker.invariants();
+        effects
+            .into_iter()
+            .map(|effect| match effect {
+                Effect::Respond {
+                    id,
+                    correlation_id,
+                    response,
+                    ..
+                } => Seen::Respond(id, correlation_id, *response),
+                Effect::NoResponse { id } => Seen::NoResponse(id),
+                Effect::Sync { log, job } => Seen::Sync(log, job.up_to_offset),
+                Effect::Close { connection } => Seen::Close(connection),
+            })
+            .collect()
+    }
+
+    /// Sends a request on connection 1; returns its id and the effects.
+    fn request(
+        &mut self,
+        now: Millis,
+        version: i16,
+        request: RequestKind,
+    ) -> (RequestId, Vec<Seen>) {
+        let api_key = api_key_of(&request);
+        let id = RequestId {
+            connection: 1,
+            sequence: self.next_sequence,
+        };
+        self.next_sequence += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(id.sequence as i32 + 100);
+        let decoded = DecodedRequest {
+            api_key,
+            header,
+            request,
+        };
+        let effects = self.step(
+            now,
+            Input::Request {
+                id,
+                request: Box::new(decoded),
+            },
+        );
+        (id, effects)
+    }
+
+    fn create_topic(&mut self, name: &str, partitions: i32) -> uuid::Uuid {
+        let (_, effects) = self.request(
+            NOW,
+            7,
+            RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+                create_topics_request::CreatableTopic::default()
+                    .with_name(topic_name(name))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(-1),
+            ])),
+        );
+        let [Seen::Respond(_, _, ResponseKind::CreateTopics(response))] = effects.as_slice() else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(response.topics[0].error_code, 0);
+        response.topics[0].topic_id
+    }
+}
+
+fn api_key_of(request: &RequestKind) -> ApiKey {
+    match request {
+        RequestKind::Produce(_) => ApiKey::Produce,
+        RequestKind::Fetch(_) => ApiKey::Fetch,
+        RequestKind::ListOffsets(_) => ApiKey::ListOffsets,
+        RequestKind::Metadata(_) => ApiKey::Metadata,
+        RequestKind::CreateTopics(_) => ApiKey::CreateTopics,
+        RequestKind::DeleteTopics(_) => ApiKey::DeleteTopics,
+        RequestKind::CreatePartitions(_) => ApiKey::CreatePartitions,
+        RequestKind::DescribeConfigs(_) => ApiKey::DescribeConfigs,
+        RequestKind::IncrementalAlterConfigs(_) => ApiKey::IncrementalAlterConfigs,
+        RequestKind::DeleteRecords(_) => ApiKey::DeleteRecords,
+        RequestKind::InitProducerId(_) => ApiKey::InitProducerId,
+        other => panic!("add {other:?}"),
+    }
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn produce(topic: &str, partition: i32, acks: i16, records: Vec<u8>) -> RequestKind {
+    RequestKind::Produce(
+        ProduceRequest::default()
+            .with_transactional_id(None)
+            .with_acks(acks)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(topic_name(topic))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(Bytes::from(records))),
+                ])]),
+    )
+}
+
+fn produce_response(
+    topic: &str,
+    partition: i32,
+    error_code: i16,
+    base_offset: i64,
+) -> ResponseKind {
+    ResponseKind::Produce(ProduceResponse::default().with_responses(vec![
+        produce_response::TopicProduceResponse::default()
+            .with_name(topic_name(topic))
+            .with_partition_responses(vec![produce_response::PartitionProduceResponse::default()
+                .with_index(partition)
+                .with_error_code(error_code)
+                .with_base_offset(base_offset)
+                .with_log_start_offset(0)]),
+    ]))
+}
+
+fn fetch(topic: &str, offset: i64, max_wait_ms: i32, min_bytes: i32) -> RequestKind {
+    RequestKind::Fetch(
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(min_bytes)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])]),
+    )
+}
+
+/// The records of the one partition of a fetch response.
+fn fetched(response: &ResponseKind) -> (i16, i64, Bytes) {
+    let ResponseKind::Fetch(response) = response else {
+        panic!("{response:?}")
+    };
+    let partition = &response.responses[0].partitions[0];
+    (
+        partition.error_code,
+        partition.high_watermark,
+        partition.records.clone().expect("records are never null"),
+    )
+}
+
+/// Produce acks=1 on the page-cache policy: answered at once with the assigned base offset;
+/// the log's first sync (new directory entries) is handed out as a Sync effect.
+#[test]
+fn produce_acks_1_answers_at_once() {
+    let mut harness = Harness::new(&[]);
+    let topic_id = harness.create_topic("t", 1);
+    let (id, effects) = harness.request(NOW, 9, produce("t", 0, 1, simple_batch(3, 0)));
+    let log = LogId {
+        topic_id,
+        partition: 0,
+    };
+    assert_eq!(
+        effects,
+        vec![
+            Seen::Respond(id, 100 + id.sequence as i32, produce_response("t", 0, 0, 0)),
+            Seen::Sync(log, 3),
+        ]
+    );
+    let (id, effects) = harness.request(NOW, 9, produce("t", 0, 1, simple_batch(2, 0)));
+    assert_eq!(
+        effects,
+        vec![Seen::Respond(
+            id,
+            100 + id.sequence as i32,
+            produce_response("t", 0, 0, 3)
+        )]
+    );
+}
+
+/// acks=0: no response at all (Kafka sends none), but the request's place is released; an
+/// error with acks=0 closes the connection so the producer notices.
+#[test]
+fn produce_acks_0_sends_nothing_and_closes_on_error() {
+    let mut harness = Harness::new(&[]);
+    harness.create_topic("t", 1);
+    let (_, _) = harness.request(NOW, 9, produce("t", 0, 1, simple_batch(1, 0)));
+    let (id, effects) = harness.request(NOW, 9, produce("t", 0, 0, simple_batch(1, 0)));
+    assert_eq!(effects, vec![Seen::NoResponse(id)]);
+    let (_, effects) = harness.request(NOW, 9, produce("missing", 0, 0, simple_batch(1, 0)));
+    assert_eq!(effects, vec![Seen::Close(1)]);
+}
+
+/// Durable flush policy (DESIGN.md: a reply that depends on durability waits for it): an
+/// acks=all produce is parked until the fsync completes; consumers see the records only then.
+#[test]
+fn durable_policy_parks_acks_all_until_sync_completed() {
+    let mut harness = Harness::new(&[("log.flush.policy", "durable")]);
+    let topic_id = harness.create_topic("d", 1);
+    let log = LogId {
+        topic_id,
+        partition: 0,
+    };
+    let (id, effects) = harness.request(NOW, 9, produce("d", 0, -1, simple_batch(2, 0)));
+    assert_eq!(effects, vec![Seen::Sync(log, 2)]);
+    // Appended but not durable: not visible to a fetch yet.
+    let (_, effects) = harness.request(NOW, 12, fetch("d", 0, 0, 1));
+    let [Seen::Respond(_, _, response)] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(fetched(response), (0, 0, Bytes::new()));
+    // A second produce while the sync is in flight waits for the next (group commit) job.
+    let (second, effects) = harness.request(NOW, 9, produce("d", 0, -1, simple_batch(1, 0)));
+    assert_eq!(effects, vec![]);
+    let effects = harness.step(
+        NOW,
+        Input::SyncCompleted {
+            log,
+            up_to_offset: 2,
+            result: Ok(()),
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![
+            Seen::Sync(log, 3),
+            Seen::Respond(id, 100 + id.sequence as i32, produce_response("d", 0, 0, 0)),
+        ]
+    );
+    let effects = harness.step(
+        NOW,
+        Input::SyncCompleted {
+            log,
+            up_to_offset: 3,
+            result: Ok(()),
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![Seen::Respond(
+            second,
+            100 + second.sequence as i32,
+            produce_response("d", 0, 0, 2)
+        )]
+    );
+}
+
+/// A failed fsync answers the parked produce with KAFKA_STORAGE_ERROR, never success.
+#[test]
+fn failed_sync_answers_storage_error() {
+    let mut harness = Harness::new(&[("log.flush.policy", "durable")]);
+    let topic_id = harness.create_topic("d", 1);
+    let log = LogId {
+        topic_id,
+        partition: 0,
+    };
+    let (id, _) = harness.request(NOW, 9, produce("d", 0, -1, simple_batch(2, 0)));
+    let effects = harness.step(
+        NOW,
+        Input::SyncCompleted {
+            log,
+            up_to_offset: 2,
+            result: Err("EIO".to_string()),
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![Seen::Respond(
+            id,
+            100 + id.sequence as i32,
+            produce_response("d", 0, error::KAFKA_STORAGE_ERROR, -1)
+        )]
+    );
+}
+
+/// Fetch long polling (max.wait.ms, min.bytes): a fetch with no data is parked, answered as
+/// soon as a produce brings data, or at its deadline with empty (not null) records.
+#[test]
+fn fetch_long_polls_until_data_or_deadline() {
+    let mut harness = Harness::new(&[]);
+    harness.create_topic("f", 1);
+    let (waiting, effects) = harness.request(NOW, 12, fetch("f", 0, 500, 1));
+    assert_eq!(effects, vec![]);
+    assert_eq!(harness.broker.next_deadline(), Some(NOW + 500));
+    let (_, effects) = harness.request(NOW + 10, 9, produce("f", 0, 1, simple_batch(2, 0)));
+    let Some(Seen::Respond(answered, _, response)) = effects.last() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(*answered, waiting);
+    let (error_code, high_watermark, records) = fetched(response);
+    assert_eq!((error_code, high_watermark), (0, 2));
+    assert_eq!(
+        crate::protocol::batch::validate(&records)
+            .unwrap()
+            .records_count,
+        2
+    );
+
+    let (idle, effects) = harness.request(NOW + 20, 12, fetch("f", 2, 500, 1));
+    assert_eq!(effects, vec![]);
+    assert_eq!(harness.step(NOW + 519, Input::Timer), vec![]);
+    let effects = harness.step(NOW + 520, Input::Timer);
+    let [Seen::Respond(answered, _, response)] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(*answered, idle);
+    assert_eq!(fetched(response), (0, 2, Bytes::new()));
+    assert!(harness.broker.parked_fetches.is_empty());
+}
+
+/// A closed connection's parked fetches are dropped.
+#[test]
+fn connection_close_drops_parked_fetches() {
+    let mut harness = Harness::new(&[]);
+    harness.create_topic("f", 1);
+    harness.request(NOW, 12, fetch("f", 0, 500, 1));
+    assert_eq!(harness.step(NOW, Input::ConnectionClosed(1)), vec![]);
+    assert!(harness.broker.parked_fetches.is_empty());
+    assert_ne!(harness.broker.next_deadline(), Some(NOW + 500));
+}
+
+/// KIP-227 sessions are declined: an incremental fetch on an unknown session gets
+/// FETCH_SESSION_ID_NOT_FOUND with session id 0.
+#[test]
+fn fetch_sessions_are_declined() {
+    let mut harness = Harness::new(&[]);
+    harness.create_topic("f", 1);
+    let RequestKind::Fetch(request) = fetch("f", 0, 0, 1) else {
+        unreachable!()
+    };
+    let (id, effects) = harness.request(
+        NOW,
+        12,
+        RequestKind::Fetch(request.with_session_id(5).with_session_epoch(1)),
+    );
+    assert_eq!(
+        effects,
+        vec![Seen::Respond(
+            id,
+            100 + id.sequence as i32,
+            ResponseKind::Fetch(
+                FetchResponse::default()
+                    .with_error_code(error::FETCH_SESSION_ID_NOT_FOUND)
+                    .with_session_id(0)
+            )
+        )]
+    );
+}
+
+/// Metadata does not auto-create when auto.create.topics.enable=false, nor when the client
+/// (v4+) forbids it.
+#[test]
+fn metadata_auto_creation_follows_the_config_and_the_client() {
+    for (settings, allow, expected) in [
+        (
+            &[("auto.create.topics.enable", "false")][..],
+            true,
+            error::UNKNOWN_TOPIC_OR_PARTITION,
+        ),
+        (&[][..], false, error::UNKNOWN_TOPIC_OR_PARTITION),
+        (&[][..], true, error::NONE),
+    ] {
+        let mut harness = Harness::new(settings);
+        let (_, effects) = harness.request(
+            NOW,
+            12,
+            RequestKind::Metadata(
+                MetadataRequest::default()
+                    .with_allow_auto_topic_creation(allow)
+                    .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                    )
+                    .with_name(Some(topic_name("auto")))])),
+            ),
+        );
+        let [Seen::Respond(_, _, ResponseKind::Metadata(response))] = effects.as_slice() else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(response.topics[0].error_code, expected);
+        assert_eq!(response.brokers[0].host.as_str(), "127.0.0.1");
+        assert_eq!(response.brokers[0].port, 9092);
+    }
+}
+
+/// Kafka's Topic.validate rules.
+#[test]
+fn topic_name_rules() {
+    assert_eq!(validate_topic_name(""), Err(TopicNameError::Empty));
+    assert_eq!(validate_topic_name("."), Err(TopicNameError::Dots));
+    assert_eq!(validate_topic_name(".."), Err(TopicNameError::Dots));
+    assert_eq!(
+        validate_topic_name(&"a".repeat(250)),
+        Err(TopicNameError::TooLong)
+    );
+    assert!(validate_topic_name(&"a".repeat(249)).is_ok());
+    assert!(matches!(
+        validate_topic_name("a b"),
+        Err(TopicNameError::IllegalCharacter(_))
+    ));
+    assert!(matches!(
+        validate_topic_name("__consumer_offsets"),
+        Err(TopicNameError::Reserved(_))
+    ));
+    assert!(validate_topic_name("Orders.v1_x-2").is_ok());
+}
+
+/// Topic configs: IncrementalAlterConfigs SET then DescribeConfigs reports the override as a
+/// dynamic topic config (source 1) and defaults as DEFAULT_CONFIG (5); an invalid value is
+/// INVALID_CONFIG and changes nothing; DELETE restores the default.
+#[test]
+fn topic_configs_alter_and_describe() {
+    let mut harness = Harness::new(&[]);
+    harness.create_topic("c", 1);
+    let alter = |value: &str, operation: i8| {
+        RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("c"))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("retention.ms"))
+                            .with_config_operation(operation)
+                            .with_value(Some(StrBytes::from_string(value.to_string()))),
+                    ]),
+            ]),
+        )
+    };
+    let describe =
+        RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("c"))
+            .with_configuration_keys(Some(vec![
+                StrBytes::from_static_str("retention.ms"),
+                StrBytes::from_static_str("segment.bytes"),
+            ])),
+    ]));
+    let error_of = |effects: &[Seen]| match effects {
+        [Seen::Respond(_, _, ResponseKind::IncrementalAlterConfigs(response))] => {
+            response.responses[0].error_code
+        }
+        other => panic!("{other:?}"),
+    };
+    let described = |harness: &mut Harness| {
+        let (_, effects) = harness.request(NOW, 4, describe.clone());
+        let [Seen::Respond(_, _, ResponseKind::DescribeConfigs(response))] = effects.as_slice()
+        else {
+            panic!("{effects:?}")
+        };
+        response.results[0]
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.value.as_ref().unwrap().to_string(),
+                    c.config_source,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let (_, effects) = harness.request(NOW, 1, alter("5000", 0));
+    assert_eq!(error_of(&effects), error::NONE);
+    let (_, effects) = harness.request(NOW, 1, alter("-7", 0));
+    assert_eq!(error_of(&effects), error::INVALID_CONFIG);
+    assert_eq!(
+        described(&mut harness),
+        vec![
+            ("retention.ms".to_string(), "5000".to_string(), 1),
+            ("segment.bytes".to_string(), (1u64 << 30).to_string(), 5),
+        ]
+    );
+    assert_eq!(
+        harness.broker.topics["c"].partitions[0]
+            .log
+            .config()
+            .retention_ms,
+        5000
+    );
+    let (_, effects) = harness.request(NOW, 1, alter("", 1));
+    assert_eq!(error_of(&effects), error::NONE);
+    assert_eq!(described(&mut harness)[0].2, 5);
+}
+
+/// CreatePartitions grows a topic (never shrinks it); DeleteTopics removes it and its id.
+#[test]
+fn create_partitions_and_delete_topics() {
+    let mut harness = Harness::new(&[]);
+    let topic_id = harness.create_topic("p", 1);
+    let grow = |count: i32| {
+        RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(topic_name("p"))
+                .with_count(count)
+                .with_assignments(None),
+        ]))
+    };
+    let error_of = |effects: &[Seen]| match effects {
+        [Seen::Respond(_, _, ResponseKind::CreatePartitions(response))] => {
+            response.results[0].error_code
+        }
+        other => panic!("{other:?}"),
+    };
+    let (_, effects) = harness.request(NOW, 3, grow(3));
+    assert_eq!(error_of(&effects), error::NONE);
+    assert_eq!(harness.broker.topics["p"].partitions.len(), 3);
+    let (_, effects) = harness.request(NOW, 3, grow(2));
+    assert_eq!(error_of(&effects), error::INVALID_PARTITIONS);
+    let (_, effects) = harness.request(
+        NOW,
+        6,
+        RequestKind::DeleteTopics(DeleteTopicsRequest::default().with_topics(vec![
+            delete_topics_request::DeleteTopicState::default()
+                .with_name(None)
+                .with_topic_id(topic_id),
+        ])),
+    );
+    let [Seen::Respond(_, _, ResponseKind::DeleteTopics(response))] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(response.responses[0].error_code, error::NONE);
+    assert_eq!(
+        response.responses[0].name.as_ref().map(|n| n.as_str()),
+        Some("p")
+    );
+    assert!(harness.broker.topics.is_empty());
+    let (_, effects) = harness.request(NOW, 9, produce("p", 0, 1, simple_batch(1, 0)));
+    let [Seen::Respond(_, _, ResponseKind::Produce(response))] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code,
+        error::UNKNOWN_TOPIC_OR_PARTITION
+    );
+}
+
+/// DeleteRecords advances the log start offset (low watermark); ListOffsets earliest follows,
+/// and a fetch below it is OFFSET_OUT_OF_RANGE.
+#[test]
+fn delete_records_moves_the_log_start() {
+    let mut harness = Harness::new(&[("log.segment.bytes", "100")]);
+    harness.create_topic("r", 1);
+    for _ in 0..4 {
+        harness.request(NOW, 9, produce("r", 0, 1, simple_batch(2, 0)));
+    }
+    let (_, effects) = harness.request(
+        NOW,
+        2,
+        RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default()
+                .with_name(topic_name("r"))
+                .with_partitions(vec![delete_records_request::DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(4)]),
+        ])),
+    );
+    let [Seen::Respond(_, _, ResponseKind::DeleteRecords(response))] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    let result = &response.topics[0].partitions[0];
+    assert_eq!((result.error_code, result.low_watermark), (error::NONE, 4));
+    let (_, effects) = harness.request(NOW, 12, fetch("r", 0, 0, 1));
+    let [Seen::Respond(_, _, response)] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(fetched(response).0, error::OFFSET_OUT_OF_RANGE);
+}
+
+/// Every advertised (API, version) pair is answered with a response that encodes at that
+/// version and decodes back: kafka-protocol refuses to encode a field the version lacks, so
+/// this catches a handler setting one (the connection would be closed in production).
+#[test]
+fn every_advertised_version_encodes_its_response() {
+    use crate::protocol::api_versions::SUPPORTED;
+    use crate::protocol::codec::{decode_response, encode_response};
+    let mut harness = Harness::new(&[]);
+    let topic_id = harness.create_topic("all", 2);
+    harness.request(NOW, 9, produce("all", 0, 1, simple_batch(3, 10)));
+    for &(api_key, min, max) in SUPPORTED {
+        for version in min..=max {
+            let name = format!("v{}-{version}", api_key as i16);
+            let request = match api_key {
+                ApiKey::Produce => produce("all", 1, 1, simple_batch(1, 0)),
+                ApiKey::Fetch => {
+                    let RequestKind::Fetch(mut request) = fetch("all", 0, 0, 1) else {
+                        unreachable!()
+                    };
+                    if version >= 13 {
+                        request.topics[0].topic = TopicName::default();
+                        request.topics[0].topic_id = topic_id;
+                    }
+                    if version < 7 {
+                        request.session_epoch = -1;
+                    }
+                    RequestKind::Fetch(request)
+                }
+                ApiKey::ListOffsets => {
+                    RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(vec![
+                        list_offsets_request::ListOffsetsTopic::default()
+                            .with_name(topic_name("all"))
+                            .with_partitions(vec![
+                                list_offsets_request::ListOffsetsPartition::default()
+                                    .with_timestamp(if version >= 7 { -3 } else { -1 }),
+                            ]),
+                    ]))
+                }
+                ApiKey::Metadata => {
+                    RequestKind::Metadata(MetadataRequest::default().with_topics(if version == 0 {
+                        Some(vec![])
+                    } else {
+                        None
+                    }))
+                }
+                ApiKey::ApiVersions => RequestKind::ApiVersions(ApiVersionsRequest::default()),
+                ApiKey::CreateTopics => {
+                    RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+                        create_topics_request::CreatableTopic::default()
+                            .with_name(topic_name(&name))
+                            .with_num_partitions(1)
+                            .with_replication_factor(1),
+                        create_topics_request::CreatableTopic::default()
+                            .with_name(topic_name("bad name"))
+                            .with_num_partitions(1)
+                            .with_replication_factor(1),
+                    ]))
+                }
+                ApiKey::DeleteTopics => {
+                    harness.create_topic(&name, 1);
+                    let request = if version >= 6 {
+                        DeleteTopicsRequest::default()
+                            .with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                                .with_name(Some(topic_name(&name)))])
+                    } else {
+                        DeleteTopicsRequest::default().with_topic_names(vec![topic_name(&name)])
+                    };
+                    RequestKind::DeleteTopics(request)
+                }
+                ApiKey::DeleteRecords => {
+                    RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
+                        delete_records_request::DeleteRecordsTopic::default()
+                            .with_name(topic_name("all"))
+                            .with_partitions(vec![
+                                delete_records_request::DeleteRecordsPartition::default()
+                                    .with_offset(0),
+                            ]),
+                    ]))
+                }
+                ApiKey::InitProducerId => RequestKind::InitProducerId(
+                    InitProducerIdRequest::default().with_transactional_id(None),
+                ),
+                ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(
+                    DescribeConfigsRequest::default().with_resources(vec![
+                        describe_configs_request::DescribeConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_static_str("all"))
+                            .with_configuration_keys(None),
+                        describe_configs_request::DescribeConfigsResource::default()
+                            .with_resource_type(4)
+                            .with_resource_name(StrBytes::from_static_str("1"))
+                            .with_configuration_keys(None),
+                    ]),
+                ),
+                ApiKey::CreatePartitions => RequestKind::CreatePartitions(
+                    CreatePartitionsRequest::default().with_topics(vec![
+                        create_partitions_request::CreatePartitionsTopic::default()
+                            .with_name(topic_name("all"))
+                            .with_count(3 + version as i32)
+                            .with_assignments(None),
+                    ]),
+                ),
+                ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(
+                    IncrementalAlterConfigsRequest::default().with_resources(vec![
+                        incremental_alter_configs_request::AlterConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_static_str("all"))
+                            .with_configs(vec![
+                                incremental_alter_configs_request::AlterableConfig::default()
+                                    .with_name(StrBytes::from_static_str("retention.ms"))
+                                    .with_value(Some(StrBytes::from_static_str("1000000"))),
+                            ]),
+                    ]),
+                ),
+                ApiKey::DescribeCluster => {
+                    RequestKind::DescribeCluster(DescribeClusterRequest::default())
+                }
+                ApiKey::FindCoordinator => {
+                    let mut request = FindCoordinatorRequest::default().with_key_type(0);
+                    if version >= 4 {
+                        request.coordinator_keys = vec![StrBytes::from_static_str("group")];
+                    } else {
+                        request.key = StrBytes::from_static_str("group");
+                    }
+                    RequestKind::FindCoordinator(request)
+                }
+                other => panic!("add a request for {other:?}"),
+            };
+            let id = RequestId {
+                connection: 1,
+                sequence: harness.next_sequence,
+            };
+            harness.next_sequence += 1;
+            let header = RequestHeader::default()
+                .with_request_api_key(api_key as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(5);
+            let mut effects = Vec::new();
+            harness.broker.step(
+                NOW,
+                Input::Request {
+                    id,
+                    request: Box::new(DecodedRequest {
+                        api_key,
+                        header,
+                        request,
+                    }),
+                },
+                &mut effects,
+            );
+            harness.broker.invariants();
+            let response = effects
+                .into_iter()
+                .find_map(|effect| match effect {
+                    Effect::Respond { response, .. } => Some(response),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{api_key:?} v{version}: no response"));
+            let mut out = bytes::BytesMut::new();
+            encode_response(5, api_key, version, &response, &mut out)
+                .unwrap_or_else(|err| panic!("{api_key:?} v{version}: {err}"));
+            let (correlation_id, decoded) =
+                decode_response(api_key, version, out.freeze().slice(4..))
+                    .unwrap_or_else(|err| panic!("{api_key:?} v{version}: {err}"));
+            assert_eq!(correlation_id, 5);
+            assert_eq!(
+                std::mem::discriminant(&decoded),
+                std::mem::discriminant(&*response)
+            );
+        }
+    }
+}

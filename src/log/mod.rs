@@ -25,7 +25,7 @@ mod segment;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -39,7 +39,10 @@ use segment::{parse_log_name, Segment, NO_TIMESTAMP};
 pub const CLEAN_SHUTDOWN_FILE: &str = "karst.clean-shutdown";
 /// Name of the checkpoint file (log start offset and recovery point) in a log directory.
 pub const CHECKPOINT_FILE: &str = "karst.checkpoint";
-const CHECKPOINT_SIZE: usize = 20;
+/// The checkpoint file holds two slots of `sequence, log_start_offset, recovery_point, crc`;
+/// writes go to the slot that does not hold the last synced value, so a torn write can only
+/// lose the newest, unsynced, value.
+const CHECKPOINT_SLOT_SIZE: usize = 28;
 /// Largest segment.bytes honoured: index positions are u32 and Kafka's config is an int.
 pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
 
@@ -250,11 +253,24 @@ impl SyncJob {
 }
 
 #[derive(Debug, Clone, Copy)]
+struct ReadHint {
+    segment_base: i64,
+    /// Base offset of the batch at `position`.
+    offset: i64,
+    position: u64,
+}
+
+#[derive(Debug)]
 struct InFlight {
     up_to_offset: i64,
     /// Lowest log end offset a truncation left while the job was in flight: offsets from
     /// there on may have been rewritten after the job was taken.
     truncated_to: i64,
+    /// Segments whose files are deleted once this job (which syncs the checkpoint that moved
+    /// the log start past them) completes.
+    deletions: Vec<Segment>,
+    /// The checkpoint slot this job syncs, if it syncs the checkpoint.
+    checkpoint_slot: Option<usize>,
 }
 
 /// One partition's log (see the module docs).
@@ -270,6 +286,10 @@ pub struct PartitionLog {
     recovery_point: i64,
     checkpoint_file: Arc<dyn StorageFile>,
     checkpoint_dirty: bool,
+    /// Sequence number of the newest checkpoint written.
+    checkpoint_sequence: u64,
+    /// The slot written next: not the one holding the newest synced checkpoint.
+    checkpoint_slot: usize,
     /// Base offsets of segments written since the last sync job was taken.
     dirty_segments: BTreeSet<i64>,
     /// Directories whose entries changed since the last sync job was taken.
@@ -281,33 +301,62 @@ pub struct PartitionLog {
     unsynced_messages: u64,
     last_flush_ms: Millis,
     in_flight: Option<InFlight>,
+    /// Segments below the log start, no longer readable, whose files wait for the checkpoint
+    /// naming the new log start to be synced: deleting them first could let a crash restart
+    /// the log below offsets it had already handed out.
+    deletions_waiting: Vec<Segment>,
     next_retention_check_ms: Millis,
+    /// Where the last read ended, so the next sequential read skips the index lookup.
+    read_hint: Mutex<Option<ReadHint>>,
     /// The latest time the log was told (for calls that take no `now`).
     last_now: Millis,
     closed: bool,
 }
 
-fn checkpoint_bytes(log_start_offset: i64, recovery_point: i64) -> [u8; CHECKPOINT_SIZE] {
-    let mut bytes = [0u8; CHECKPOINT_SIZE];
-    bytes[..8].copy_from_slice(&log_start_offset.to_be_bytes());
-    bytes[8..16].copy_from_slice(&recovery_point.to_be_bytes());
-    let crc = crc32c::crc32c(&bytes[..16]);
-    bytes[16..].copy_from_slice(&crc.to_be_bytes());
+fn checkpoint_bytes(
+    sequence: u64,
+    log_start_offset: i64,
+    recovery_point: i64,
+) -> [u8; CHECKPOINT_SLOT_SIZE] {
+    let mut bytes = [0u8; CHECKPOINT_SLOT_SIZE];
+    bytes[..8].copy_from_slice(&sequence.to_be_bytes());
+    bytes[8..16].copy_from_slice(&log_start_offset.to_be_bytes());
+    bytes[16..24].copy_from_slice(&recovery_point.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[..24]);
+    bytes[24..].copy_from_slice(&crc.to_be_bytes());
     bytes
 }
 
-fn parse_checkpoint(bytes: &[u8]) -> Option<(i64, i64)> {
-    if bytes.len() != CHECKPOINT_SIZE {
-        return None;
-    }
-    let crc = u32::from_be_bytes(bytes[16..].try_into().ok()?);
-    if crc32c::crc32c(&bytes[..16]) != crc {
+/// (sequence, log start offset, recovery point) of a checkpoint slot.
+type CheckpointSlot = (u64, i64, i64);
+
+fn parse_checkpoint_slot(bytes: &[u8]) -> Option<CheckpointSlot> {
+    let crc = u32::from_be_bytes(bytes.get(24..28)?.try_into().ok()?);
+    if crc32c::crc32c(&bytes[..24]) != crc {
         return None;
     }
     Some((
-        i64::from_be_bytes(bytes[..8].try_into().ok()?),
+        u64::from_be_bytes(bytes[..8].try_into().ok()?),
         i64::from_be_bytes(bytes[8..16].try_into().ok()?),
+        i64::from_be_bytes(bytes[16..24].try_into().ok()?),
     ))
+}
+
+/// The newest valid slot of a checkpoint file and its slot number.
+fn read_checkpoint(file: &dyn StorageFile) -> io::Result<Option<(CheckpointSlot, usize)>> {
+    let len = (file.len()? as usize).min(2 * CHECKPOINT_SLOT_SIZE);
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0)?;
+    let mut best: Option<(CheckpointSlot, usize)> = None;
+    for slot in 0..2 {
+        let range = slot * CHECKPOINT_SLOT_SIZE..(slot + 1) * CHECKPOINT_SLOT_SIZE;
+        if let Some(parsed) = bytes.get(range).and_then(parse_checkpoint_slot) {
+            if best.is_none_or(|(b, _)| parsed.0 > b.0) {
+                best = Some((parsed, slot));
+            }
+        }
+    }
+    Ok(best)
 }
 
 impl PartitionLog {
@@ -325,13 +374,13 @@ impl PartitionLog {
         let names = storage.list_dir(dir)?;
         let clean = names.iter().any(|name| name == CLEAN_SHUTDOWN_FILE);
         let checkpoint_file = storage.open_file(&join(dir, CHECKPOINT_FILE), true)?;
-        let checkpoint = {
-            let len = checkpoint_file.len()? as usize;
-            let mut bytes = vec![0u8; len.min(CHECKPOINT_SIZE + 1)];
-            checkpoint_file.read_exact_at(&mut bytes, 0)?;
-            parse_checkpoint(&bytes)
-        };
+        let stored = read_checkpoint(&*checkpoint_file)?;
+        let checkpoint = stored.map(|((_, start, recovery), _)| (start, recovery));
         let (checkpoint_start, checkpoint_recovery) = checkpoint.unwrap_or((0, 0));
+        let (checkpoint_sequence, checkpoint_slot) = match stored {
+            Some(((sequence, _, _), slot)) => (sequence, 1 - slot),
+            None => (0, 0),
+        };
         let bases: Vec<i64> = names.iter().filter_map(|n| parse_log_name(n)).collect();
         // Index files whose segment is gone are leftovers of an interrupted deletion.
         for name in &names {
@@ -358,7 +407,10 @@ impl PartitionLog {
                 any_cut = true;
                 continue;
             }
-            let trust = clean || base < checkpoint_recovery;
+            // The last segment is where a crash can leave damage: always validate it whole
+            // after an unclean shutdown.
+            let last = bases.last() == Some(&base);
+            let trust = clean || (base < checkpoint_recovery && !last);
             let (segment, cut) = Segment::open(
                 &*storage,
                 dir,
@@ -381,6 +433,20 @@ impl PartitionLog {
             }
             let last = segments.remove(&base).expect("present");
             last.delete_files(&*storage, dir)?;
+        }
+        // Segments wholly below the checkpointed log start were deleted by retention or
+        // DeleteRecords when a crash interrupted the deletion.
+        while let Some((&base, first)) = segments.iter().next() {
+            let only = segments.len() == 1;
+            if first.next_offset > checkpoint_start
+                || (only && first.next_offset == checkpoint_start)
+            {
+                break;
+            }
+            segments
+                .remove(&base)
+                .expect("present")
+                .delete_files(&*storage, dir)?;
         }
         let mut dirty_dirs = BTreeSet::new();
         if segments.is_empty() {
@@ -425,6 +491,8 @@ impl PartitionLog {
             recovery_point,
             checkpoint_file,
             checkpoint_dirty: false,
+            checkpoint_sequence,
+            checkpoint_slot,
             dirty_segments: if clean {
                 BTreeSet::new()
             } else {
@@ -436,6 +504,8 @@ impl PartitionLog {
             unsynced_messages: 0,
             last_flush_ms: now,
             in_flight: None,
+            deletions_waiting: Vec::new(),
+            read_hint: Mutex::new(None),
             last_now: now,
             closed: false,
         };
@@ -460,9 +530,14 @@ impl PartitionLog {
     }
 
     fn write_checkpoint(&mut self) -> io::Result<()> {
+        self.checkpoint_sequence += 1;
         self.checkpoint_file.write_at(
-            &checkpoint_bytes(self.log_start_offset, self.recovery_point),
-            0,
+            &checkpoint_bytes(
+                self.checkpoint_sequence,
+                self.log_start_offset,
+                self.recovery_point,
+            ),
+            (self.checkpoint_slot * CHECKPOINT_SLOT_SIZE) as u64,
         )?;
         self.checkpoint_dirty = true;
         Ok(())
@@ -648,19 +723,23 @@ impl PartitionLog {
         let Some(segment) = self.segment_containing(offset) else {
             return Ok(Bytes::new());
         };
-        let Some((start, first)) = segment.locate(offset)? else {
+        let hinted = self.hinted_batch(segment, offset)?;
+        let Some((start, first)) = (match hinted {
+            Some(found) => Some(found),
+            None => segment.locate(offset)?,
+        }) else {
             return Ok(Bytes::new());
         };
         if first.last_offset() >= max_offset {
             // The batch straddles max_offset (e.g. the high watermark): not readable yet.
             return Ok(Bytes::new());
         }
-        let upper = if max_offset >= segment.next_offset {
-            segment.size
+        let (upper, upper_offset) = if max_offset >= segment.next_offset {
+            (segment.size, segment.next_offset)
         } else {
             match segment.locate(max_offset)? {
-                Some((position, _)) => position,
-                None => segment.size,
+                Some((position, header)) => (position, header.base_offset),
+                None => (segment.size, segment.next_offset),
             }
         };
         let available = (upper - start) as usize;
@@ -672,18 +751,62 @@ impl PartitionLog {
         };
         let mut buf = Vec::new();
         segment.log.read_into(&mut buf, start, len)?;
+        let mut next = (upper_offset, upper);
         if len < available {
-            // Cut after the last whole batch that fits.
+            // Cut after the last whole batch that fits (a walk over batch lengths only).
             let mut end = 0usize;
             while let Some(size) = segment::batch_size_at(&buf, end) {
                 if end + size > buf.len() {
                     break;
                 }
+                next = (
+                    segment::next_offset_at(&buf, end),
+                    start + (end + size) as u64,
+                );
                 end += size;
             }
-            buf.truncate(end.max(first_size.min(buf.len())));
+            buf.truncate(end);
+        }
+        // A consumer's next fetch starts where this one ended: remember where that is.
+        if let Ok(mut hint) = self.read_hint.lock() {
+            *hint = Some(ReadHint {
+                segment_base: segment.base_offset,
+                offset: next.0,
+                position: next.1,
+            });
         }
         Ok(Bytes::from(buf))
+    }
+
+    /// The batch at `offset` if the last read ended exactly there (sequential consumers).
+    fn hinted_batch(
+        &self,
+        segment: &Segment,
+        offset: i64,
+    ) -> io::Result<Option<(u64, BatchHeader)>> {
+        let hint = match self.read_hint.lock() {
+            Ok(hint) => *hint,
+            Err(_) => None,
+        };
+        let Some(hint) = hint else {
+            return Ok(None);
+        };
+        if hint.segment_base != segment.base_offset
+            || hint.offset != offset
+            || hint.position >= segment.size
+        {
+            return Ok(None);
+        }
+        Ok(segment
+            .header_at(hint.position)?
+            .filter(|header| header.base_offset == offset)
+            .map(|header| (hint.position, header)))
+    }
+
+    fn clear_read_hint(&mut self) {
+        if let Ok(hint) = self.read_hint.get_mut() {
+            *hint = None;
+        }
     }
 
     /// The segment whose offsets include `offset`.
@@ -816,11 +939,16 @@ impl PartitionLog {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
+        self.clear_read_hint();
         let first_base = *self.segments.keys().next().expect("non-empty");
         if offset < self.log_start_offset || offset <= first_base {
             let start = offset.max(0);
-            for (_, segment) in std::mem::take(&mut self.segments) {
-                segment.delete_files(&*self.storage, &self.dir)?;
+            // Like retention, the old files go only once the checkpoint naming the new start
+            // is synced; until then a crash recovers the log as it was before.
+            for segment in std::mem::take(&mut self.segments).into_values() {
+                if segment.base_offset != start {
+                    self.deletions_waiting.push(segment);
+                }
             }
             self.dirty_segments.clear();
             let segment = Segment::create(&*self.storage, &self.dir, start, self.last_now)?;
@@ -838,13 +966,28 @@ impl PartitionLog {
             let active = self.active_mut();
             if let Some((position, header)) = active.locate(offset)? {
                 active.truncate_at(position, header.base_offset)?;
+                let (base, size) = (active.base_offset, active.size);
+                self.dirty_segments.insert(base);
+                self.recovery_point = self.recovery_point.min(base);
+                // Never write over bytes that may be on disk: a crash could then splice new
+                // bytes into old batches in the middle of a segment, where a tail scan does
+                // not look. New appends go to a fresh file instead; if the truncation itself
+                // is lost in a crash, the old batches come back whole (and the follower
+                // truncates again), and the fresh file no longer continues them and is dropped.
+                if size > 0 {
+                    self.roll(self.last_now)?;
+                } else {
+                    let old = self.segments.remove(&base).expect("active");
+                    old.delete_files(&*self.storage, &self.dir)?;
+                    let fresh = Segment::create(&*self.storage, &self.dir, base, self.last_now)?;
+                    self.segments.insert(base, fresh);
+                }
             }
-            let base = active.base_offset;
-            self.dirty_segments.insert(base);
-            self.recovery_point = self.recovery_point.min(base);
         }
         self.dirty_dirs.insert(self.dir.clone());
         let log_end_offset = self.log_end_offset();
+        // Dropping a whole batch can take the end below a log start inside that batch.
+        self.log_start_offset = self.log_start_offset.min(log_end_offset);
         self.durable_offset = self.durable_offset.min(log_end_offset);
         if let Some(in_flight) = &mut self.in_flight {
             in_flight.truncated_to = in_flight.truncated_to.min(log_end_offset);
@@ -891,9 +1034,9 @@ impl PartitionLog {
 
     fn delete_oldest(&mut self, base: i64) -> io::Result<()> {
         let segment = self.segments.remove(&base).expect("present");
-        segment.delete_files(&*self.storage, &self.dir)?;
+        self.deletions_waiting.push(segment);
         self.dirty_segments.remove(&base);
-        self.dirty_dirs.insert(self.dir.clone());
+        self.force_sync = true;
         let first = *self
             .segments
             .keys()
@@ -965,6 +1108,7 @@ impl PartitionLog {
             || !self.dirty_segments.is_empty()
             || !self.dirty_dirs.is_empty()
             || self.checkpoint_dirty
+            || !self.deletions_waiting.is_empty()
     }
 
     /// When `tick` next has work to do.
@@ -1005,24 +1149,32 @@ impl PartitionLog {
         if self.in_flight.is_some() || self.closed || !self.sync_wanted() {
             return None;
         }
-        // Index entries become part of what the job syncs; a failed write only costs a rebuild
-        // on the next unclean open.
-        for base in &self.dirty_segments {
-            if let Some(segment) = self.segments.get_mut(base) {
-                let _ = segment.write_indexes();
-            }
-        }
+        Some(self.build_sync_job(false))
+    }
+
+    /// Collects what a sync job covers. The active segment's indexes are synced only when
+    /// `active_indexes` (at close): after a crash the active segment (everything from the
+    /// recovery point) is rescanned and its indexes rebuilt anyway, so the steady-state job is
+    /// one fdatasync of the active `.log`. A rolled segment's indexes are synced with it, as
+    /// open trusts them once the recovery point passes the segment.
+    fn build_sync_job(&mut self, active_indexes: bool) -> SyncJob {
+        let active_base = self.active().base_offset;
         let mut files: Vec<Arc<dyn StorageFile>> = Vec::new();
         for base in std::mem::take(&mut self.dirty_segments) {
-            if let Some(segment) = self.segments.get(&base) {
+            if let Some(segment) = self.segments.get_mut(&base) {
                 files.push(segment.log.clone());
-                files.push(segment.offset_index.file().clone());
-                files.push(segment.time_index.file().clone());
+                if base != active_base || active_indexes {
+                    // A failed index write only costs a rebuild on the next unclean open.
+                    let _ = segment.write_indexes();
+                    files.push(segment.offset_index.file().clone());
+                    files.push(segment.time_index.file().clone());
+                }
             }
         }
-        if std::mem::take(&mut self.checkpoint_dirty) {
+        let checkpoint_slot = std::mem::take(&mut self.checkpoint_dirty).then(|| {
             files.push(self.checkpoint_file.clone());
-        }
+            self.checkpoint_slot
+        });
         let dirs: Vec<String> = std::mem::take(&mut self.dirty_dirs).into_iter().collect();
         let up_to_offset = self.log_end_offset();
         self.force_sync = false;
@@ -1031,13 +1183,15 @@ impl PartitionLog {
         self.in_flight = Some(InFlight {
             up_to_offset,
             truncated_to: up_to_offset,
+            deletions: std::mem::take(&mut self.deletions_waiting),
+            checkpoint_slot,
         });
-        Some(SyncJob {
+        SyncJob {
             up_to_offset,
             files,
             dirs,
             storage: self.storage.clone(),
-        })
+        }
     }
 
     /// Whether a sync job is in flight.
@@ -1050,6 +1204,18 @@ impl PartitionLog {
         let Some(in_flight) = self.in_flight.take() else {
             return;
         };
+        for segment in &in_flight.deletions {
+            // A truncation may have restarted the log at the same base offset since.
+            if !self.segments.contains_key(&segment.base_offset) {
+                // A leftover file is removed by the next open, as it lies below the start.
+                let _ = segment.delete_files(&*self.storage, &self.dir);
+                self.dirty_dirs.insert(self.dir.clone());
+            }
+        }
+        if let (Some(slot), false) = (in_flight.checkpoint_slot, self.checkpoint_dirty) {
+            // That slot now holds the newest synced checkpoint: write the other from now on.
+            self.checkpoint_slot = 1 - slot;
+        }
         let durable = up_to_offset
             .min(in_flight.up_to_offset)
             .min(in_flight.truncated_to)
@@ -1113,8 +1279,10 @@ impl PartitionLog {
         self.dirty_segments = self.segments.keys().copied().collect();
         self.dirty_dirs.insert(self.dir.clone());
         self.force_sync = true;
-        self.in_flight = None;
-        let job = self.take_sync_job().expect("a forced sync is wanted");
+        if let Some(in_flight) = self.in_flight.take() {
+            self.deletions_waiting.extend(in_flight.deletions);
+        }
+        let job = self.build_sync_job(true);
         let up_to_offset = job.up_to_offset;
         job.run()?;
         self.sync_completed(up_to_offset);

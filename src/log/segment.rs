@@ -13,8 +13,11 @@ use crate::protocol::batch::{self, BatchHeader, HEADER_SIZE, LOG_OVERHEAD};
 use crate::storage::{join, Storage, StorageFile};
 use crate::Millis;
 
-/// Bytes read at a time when scanning a segment.
-const SCAN_CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes read at a time when validating a segment (recovery reads everything).
+const VERIFY_CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes read at a time when only walking headers (a lookup crosses at most about
+/// index.interval.bytes plus one batch, and large batches need only their header).
+const HEADER_CHUNK_BYTES: usize = 4096;
 
 /// No timestamp seen yet.
 pub const NO_TIMESTAMP: i64 = i64::MIN;
@@ -94,7 +97,20 @@ pub fn scan(
         if header_end > end {
             return Ok((ScanEnd::Invalid, position));
         }
-        ensure(file, &mut buf, &mut buf_start, position, HEADER_SIZE, end)?;
+        let chunk = if verify {
+            VERIFY_CHUNK_BYTES
+        } else {
+            HEADER_CHUNK_BYTES
+        };
+        ensure(
+            file,
+            &mut buf,
+            &mut buf_start,
+            position,
+            HEADER_SIZE,
+            end,
+            chunk,
+        )?;
         let at = (position - buf_start) as usize;
         let header = match batch::parse_header(&buf[at..]) {
             Ok(header) => header,
@@ -105,7 +121,7 @@ pub fn scan(
             return Ok((ScanEnd::Invalid, position));
         }
         let bytes = if verify {
-            ensure(file, &mut buf, &mut buf_start, position, total, end)?;
+            ensure(file, &mut buf, &mut buf_start, position, total, end, chunk)?;
             let at = (position - buf_start) as usize;
             let bytes = &buf[at..at + total];
             if batch::validate(bytes).is_err() {
@@ -131,12 +147,13 @@ fn ensure(
     position: u64,
     need: usize,
     end: u64,
+    chunk: usize,
 ) -> io::Result<()> {
     let buf_end = *buf_start + buf.len() as u64;
     if position >= *buf_start && position + need as u64 <= buf_end {
         return Ok(());
     }
-    let len = (need.max(SCAN_CHUNK_BYTES) as u64).min(end - position) as usize;
+    let len = (need.max(chunk) as u64).min(end - position) as usize;
     buf.clear();
     file.read_into(buf, position, len)?;
     *buf_start = position;
@@ -144,13 +161,16 @@ fn ensure(
 }
 
 impl Segment {
-    /// Creates an empty segment's files.
+    /// Creates an empty segment's files. Files left under the same names (a segment waiting
+    /// for deletion, or one a truncation replaces) are removed first: bytes that may be on
+    /// disk are never overwritten in place, so a torn write can only damage a tail.
     pub fn create(
         storage: &dyn Storage,
         dir: &str,
         base_offset: i64,
         now: Millis,
     ) -> io::Result<Segment> {
+        delete_segment_files(storage, dir, base_offset)?;
         let log = storage.open_file(&join(dir, &log_name(base_offset)), true)?;
         log.set_len(0)?;
         let index_file = storage.open_file(&join(dir, &index_name(base_offset)), true)?;
@@ -350,6 +370,18 @@ impl Segment {
         })
     }
 
+    /// The header of the batch at `position`, if one parses there.
+    pub fn header_at(&self, position: u64) -> io::Result<Option<BatchHeader>> {
+        if position + HEADER_SIZE as u64 > self.size {
+            return Ok(None);
+        }
+        let mut buf = [0u8; HEADER_SIZE];
+        self.log.read_exact_at(&mut buf, position)?;
+        Ok(batch::parse_header(&buf)
+            .ok()
+            .filter(|header| position + header.total_size() as u64 <= self.size))
+    }
+
     /// The first batch (position, header) whose last offset is >= `offset`, if any.
     pub fn locate(&self, offset: i64) -> io::Result<Option<(u64, BatchHeader)>> {
         let start = self.index_position(offset)?;
@@ -467,6 +499,13 @@ pub fn delete_segment_files(storage: &dyn Storage, dir: &str, base_offset: i64) 
         }
     }
     Ok(())
+}
+
+/// The offset after the batch whose (whole, validated) header starts at `buf[at..]`.
+pub fn next_offset_at(buf: &[u8], at: usize) -> i64 {
+    let base = i64::from_be_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+    let delta = i32::from_be_bytes(buf[at + 23..at + 27].try_into().expect("4 bytes"));
+    base + delta as i64 + 1
 }
 
 /// Total size of the batch whose header starts at `buf[at..]`, if its length field is there.

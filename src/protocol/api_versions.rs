@@ -22,6 +22,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    // Answered COORDINATOR_NOT_AVAILABLE until Karst has a group coordinator; advertised
+    // because librdkafka enables lz4 compression only for brokers that list FindCoordinator.
+    (ApiKey::FindCoordinator, 0, 6),
 ];
 
 /// The supported version range of `api_key`, if Karst implements it.
@@ -77,6 +80,7 @@ mod tests {
             ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
             ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+            ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
             other => panic!("no codec range listed for {other:?}"),
         };
         for &(key, min, max) in SUPPORTED {

@@ -157,7 +157,8 @@ async fn reader<R: AsyncRead + Unpin>(
             Err(_) => return,
         }
         match codec::decode_request(frame) {
-            Decoded::Request(request) => {
+            Decoded::Request(mut request) => {
+                codec::own_produce_records(&mut request);
                 let id = RequestId {
                     connection,
                     sequence,

@@ -248,7 +248,7 @@ async fn step_loop(
         let event = tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            event = sync_done.recv() => event,
+            Some(event) = sync_done.recv() => Some(event),
             event = events.recv() => match event {
                 Some(event) => Some(event),
                 None => break,

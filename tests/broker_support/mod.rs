@@ -36,16 +36,24 @@ impl NodeProcess {
 
     /// Starts a node on `data_dir` (kept by the caller across restarts).
     pub fn start_in(data_dir: &Path, settings: &[&str]) -> NodeProcess {
+        let mut args = Vec::new();
+        for setting in settings {
+            args.push("--set".to_string());
+            args.push(setting.to_string());
+        }
+        Self::start_with_args(data_dir, &args)
+    }
+
+    /// Starts a node on `data_dir` with extra command-line arguments.
+    pub fn start_with_args(data_dir: &Path, args: &[String]) -> NodeProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_karst"));
         command
             .arg("node")
             .arg("--listeners")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
-            .arg(data_dir);
-        for setting in settings {
-            command.arg("--set").arg(setting);
-        }
+            .arg(data_dir)
+            .args(args);
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
