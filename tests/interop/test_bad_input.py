@@ -46,9 +46,6 @@ def test_malformed_frame_closes_connection(node, frame):
     h.check_fresh_client_works(node.bootstrap, node)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "broker bug (reported 00:30 UTC): the node aborts with 'memory allocation of 154618822584 "
-    "bytes failed', decoding preallocates the claimed array count; remove this mark once fixed"))
 def test_garbage_request_body_closes_connection(node_factory):
     """A Metadata v1 whose body claims 2^31-1 topics in 3 bytes: unparseable, so the connection
     is closed; nothing may be allocated from the claimed count (an array count must be checked

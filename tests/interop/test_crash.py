@@ -42,8 +42,8 @@ def produce_until_killed(node, topic, records, kill_after_acks: int):
     killed_at = None
     produced = 0
     deadline = time.monotonic() + 120
+    burst = 5000  # records handed over between checks, so many are in flight at the kill
     for rec in records:
-        produced += 1
         while True:
             try:
                 producer.produce(topic, key=rec.key, value=rec.value, headers=list(rec.headers),
@@ -51,10 +51,13 @@ def produce_until_killed(node, topic, records, kill_after_acks: int):
                 break
             except BufferError:
                 producer.poll(0.05)
+        produced += 1
+        if produced % burst:
+            continue
         producer.poll(0)
         with lock:
             n = len(acked)
-        if killed_at is None and n >= kill_after_acks:
+        if n >= kill_after_acks:
             node.kill()
             killed_at = n
             break
