@@ -98,6 +98,9 @@ pub struct NodeConfig {
     pub socket_request_max_bytes: i32,
     /// `queued.max.requests`: requests queued for the broker before readers wait.
     pub queued_max_requests: usize,
+    /// `num.network.threads`: threads of the node's async runtime (sockets, encoding, the
+    /// step loop); 0 = one per core, 1 = a single-threaded runtime.
+    pub num_network_threads: usize,
     /// `log.retention.ms` (-1 = unlimited; also set by log.retention.minutes/hours).
     pub log_retention_ms: i64,
     /// `log.retention.bytes` (-1 = unlimited).
@@ -138,6 +141,7 @@ impl Default for NodeConfig {
             socket_request_max_bytes: crate::protocol::codec::DEFAULT_SOCKET_REQUEST_MAX_BYTES
                 as i32,
             queued_max_requests: 500,
+            num_network_threads: 0,
             log_retention_ms: 7 * DAY_MS,
             log_retention_bytes: -1,
             log_segment_bytes: 1 << 30,
@@ -195,6 +199,7 @@ impl NodeConfig {
         "message.max.bytes",
         "socket.request.max.bytes",
         "queued.max.requests",
+        "num.network.threads",
         "log.retention.ms",
         "log.retention.minutes",
         "log.retention.hours",
@@ -242,6 +247,7 @@ impl NodeConfig {
                 self.socket_request_max_bytes = parse_at_least(key, value, 1)?
             }
             "queued.max.requests" => self.queued_max_requests = parse_at_least(key, value, 1)?,
+            "num.network.threads" => self.num_network_threads = parse_at_least(key, value, 0)?,
             "log.retention.ms" => self.log_retention_ms = parse_at_least(key, value, -1)?,
             "log.retention.minutes" => {
                 self.log_retention_ms =
@@ -319,6 +325,7 @@ impl NodeConfig {
             "message.max.bytes" => self.message_max_bytes.to_string(),
             "socket.request.max.bytes" => self.socket_request_max_bytes.to_string(),
             "queued.max.requests" => self.queued_max_requests.to_string(),
+            "num.network.threads" => self.num_network_threads.to_string(),
             "log.retention.ms" => self.log_retention_ms.to_string(),
             "log.retention.minutes" => (self.log_retention_ms / 60_000).to_string(),
             "log.retention.hours" => (self.log_retention_ms / 3_600_000).to_string(),

@@ -97,3 +97,44 @@ fn kill_9_with_durable_policy_loses_nothing_acknowledged() {
     );
     assert!(got == acknowledged, "byte-identical after recovery");
 }
+
+/// DeleteTopics removes the topic and its data for good: a topic re-created under the same
+/// name starts empty with a new id, also after a restart.
+#[test]
+fn deleted_topic_stays_deleted_and_recreation_starts_empty() {
+    use kafka_protocol::messages::*;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    let node = NodeProcess::start_in(&dir, &[]);
+    let mut client = node.connect();
+    assert_eq!(client.create_topic("gone", 1), 0);
+    let old_id = topic_id(&mut client, "gone");
+    assert_eq!(client.produce(9, 1, "gone", 0, simple_batch(4, 0)), (0, 0));
+    let request = DeleteTopicsRequest::default()
+        .with_topic_names(vec![TopicName(
+            kafka_protocol::protocol::StrBytes::from_static_str("gone"),
+        )])
+        .with_timeout_ms(5000);
+    let ResponseKind::DeleteTopics(response) =
+        client.call(ApiKey::DeleteTopics, 4, RequestKind::DeleteTopics(request))
+    else {
+        panic!()
+    };
+    assert_eq!(response.responses[0].error_code, 0);
+    assert_eq!(
+        client.list_offset("gone", 0, -1).0,
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(client.create_topic("gone", 1), 0);
+    let new_id = topic_id(&mut client, "gone");
+    assert_ne!(new_id, old_id);
+    assert_eq!(client.list_offset("gone", 0, -1), (0, 0, -1));
+    drop(client);
+    assert_eq!(node.terminate(), Some(0));
+
+    let node = NodeProcess::start_in(&dir, &[]);
+    let mut client = node.connect();
+    assert_eq!(topic_id(&mut client, "gone"), new_id);
+    assert_eq!(client.list_offset("gone", 0, -1), (0, 0, -1));
+}

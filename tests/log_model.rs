@@ -493,3 +493,31 @@ fn regression_truncate_between_torn_crashes() {
     };
     run(config, ops, 1626438381564363387);
 }
+
+/// Found by the model test: a reset to the base of the only segment after a crash.
+#[test]
+fn regression_reset_to_the_only_segment_base_after_a_crash() {
+    use Op::*;
+    let ops = vec![
+        Append {
+            batches: 1,
+            records: 1,
+        },
+        Tick { advance_ms: 200 },
+        TakeSync,
+        CompleteSync,
+        Truncate { at: 28946 },
+        Crash { tear: false },
+        Append {
+            batches: 1,
+            records: 2,
+        },
+        Append {
+            batches: 2,
+            records: 3,
+        },
+        Truncate { at: 46062 },
+        Crash { tear: false },
+    ];
+    run(durable_small_config(), ops, 0);
+}

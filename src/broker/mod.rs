@@ -108,6 +108,10 @@ pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
 pub(crate) struct Partition {
     pub(crate) log: PartitionLog,
     pub(crate) producers: ProducerStates,
+    /// An fsync of this log failed: after a failed fsync the kernel may have dropped dirty
+    /// pages, so nothing can be promised any more. Like Kafka's offline log directory, the
+    /// partition answers KAFKA_STORAGE_ERROR until the node restarts and recovers it.
+    pub(crate) offline: bool,
 }
 
 impl Partition {
@@ -348,8 +352,11 @@ impl Broker {
             Err(err) => {
                 // The data may not be on disk: answer everyone waiting on this log with
                 // KAFKA_STORAGE_ERROR instead of acknowledging what may be lost.
-                tracing::error!(?log, "fsync failed: {err}");
+                tracing::error!(?log, "fsync failed, partition offline until restart: {err}");
+                partition.log.sync_failed();
+                partition.offline = true;
                 self.fail_parked_produces(log, effects);
+                return;
             }
         }
         self.touched.insert(log);
@@ -359,7 +366,7 @@ impl Broker {
     /// fetches that now have enough data.
     fn finish_step(&mut self, now: Millis, effects: &mut Vec<Effect>) {
         for log in std::mem::take(&mut self.touched) {
-            if let Some(partition) = self.partition_mut(log) {
+            if let Some(partition) = self.partition_mut(log).filter(|p| !p.offline) {
                 if let Some(job) = partition.log.take_sync_job() {
                     effects.push(Effect::Sync { log, job });
                 }

@@ -21,6 +21,11 @@ use crate::protocol::error;
 /// may have in flight with idempotence on).
 pub const MAX_CACHED_BATCHES: usize = 5;
 
+/// Producers tracked per partition. Kafka expires idle producer state after
+/// producer.id.expiration.ms; Karst bounds the count instead and forgets the producer that
+/// wrote least recently (it is then treated as unknown, which accepts its next sequence).
+pub const MAX_PRODUCERS_PER_PARTITION: usize = 10_000;
+
 /// A batch already written, as remembered for duplicate detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachedBatch {
@@ -34,6 +39,8 @@ pub struct CachedBatch {
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<CachedBatch>,
+    /// `ProducerStates::writes` when this producer last wrote.
+    last_write: u64,
 }
 
 /// What to do with an incoming batch.
@@ -48,6 +55,8 @@ pub enum SequenceCheck {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: BTreeMap<i64, ProducerEntry>,
+    /// Batches recorded so far (orders producers by recency for eviction).
+    writes: u64,
 }
 
 fn next_sequence(sequence: i32) -> i32 {
@@ -96,13 +105,29 @@ impl ProducerStates {
         if !header.has_producer_id() {
             return;
         }
+        self.writes += 1;
+        if !self.producers.contains_key(&header.producer_id)
+            && self.producers.len() >= MAX_PRODUCERS_PER_PARTITION
+        {
+            if let Some(oldest) = self
+                .producers
+                .iter()
+                .min_by_key(|(_, entry)| entry.last_write)
+                .map(|(id, _)| *id)
+            {
+                self.producers.remove(&oldest);
+            }
+        }
+        let writes = self.writes;
         let entry = self
             .producers
             .entry(header.producer_id)
             .or_insert_with(|| ProducerEntry {
                 epoch: header.producer_epoch,
                 batches: VecDeque::new(),
+                last_write: writes,
             });
+        entry.last_write = writes;
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
@@ -218,5 +243,29 @@ mod tests {
         // An unknown producer is accepted at any sequence (its state may have been retained away).
         assert_eq!(states.check(&header(2, 0, 9, 1)), SequenceCheck::Append);
         assert_eq!(states.max_producer_id(), Some(1));
+    }
+
+    /// The number of producers tracked per partition is bounded; the least recently writing
+    /// one is forgotten first.
+    #[test]
+    fn producer_count_is_bounded_by_recency() {
+        let mut states = ProducerStates::default();
+        for producer_id in 0..MAX_PRODUCERS_PER_PARTITION as i64 {
+            states.record(&written(header(producer_id, 0, 0, 1), producer_id));
+        }
+        // Producer 0 writes again, so producer 1 is now the least recent.
+        states.record(&written(header(0, 0, 1, 1), 1_000_000));
+        states.record(&written(header(-5 + i64::MAX, 0, 0, 1), 1_000_001));
+        assert_eq!(states.len(), MAX_PRODUCERS_PER_PARTITION);
+        assert!(matches!(
+            states.check(&header(0, 0, 1, 1)),
+            SequenceCheck::Duplicate(_)
+        ));
+        // Producer 1 was forgotten: its old batch is no longer recognised as a duplicate.
+        assert_eq!(states.check(&header(1, 0, 0, 1)), SequenceCheck::Append);
+        assert!(matches!(
+            states.check(&header(2, 0, 0, 1)),
+            SequenceCheck::Duplicate(_)
+        ));
     }
 }

@@ -160,6 +160,7 @@ impl Broker {
                 let mut partition = Partition {
                     log,
                     producers: Default::default(),
+                    offline: false,
                 };
                 for header in partition
                     .log

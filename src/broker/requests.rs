@@ -247,6 +247,9 @@ impl Broker {
             partition: index,
         };
         let partition = &mut topic.partitions[index as usize];
+        if partition.offline {
+            return PartitionOutcome::Failed(error::KAFKA_STORAGE_ERROR);
+        }
         let Some(records) = records.filter(|records| !records.is_empty()) else {
             return PartitionOutcome::Failed(error::CORRUPT_MESSAGE);
         };
@@ -529,6 +532,12 @@ impl Broker {
                     partitions.push(data);
                     continue;
                 };
+                if partition.offline {
+                    data.error_code = error::KAFKA_STORAGE_ERROR;
+                    any_error = true;
+                    partitions.push(data);
+                    continue;
+                }
                 let high_watermark = partition.high_watermark();
                 data.high_watermark = high_watermark;
                 data.last_stable_offset = high_watermark;

@@ -319,6 +319,21 @@ fn failed_sync_answers_storage_error() {
             produce_response("d", 0, error::KAFKA_STORAGE_ERROR, -1)
         )]
     );
+    // The partition is offline until restart: no new sync job, produce and fetch refused.
+    let (id, effects) = harness.request(NOW, 9, produce("d", 0, -1, simple_batch(1, 0)));
+    assert_eq!(
+        effects,
+        vec![Seen::Respond(
+            id,
+            100 + id.sequence as i32,
+            produce_response("d", 0, error::KAFKA_STORAGE_ERROR, -1)
+        )]
+    );
+    let (_, effects) = harness.request(NOW, 12, fetch("d", 0, 0, 1));
+    let [Seen::Respond(_, _, response)] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(fetched(response).0, error::KAFKA_STORAGE_ERROR);
 }
 
 /// Fetch long polling (max.wait.ms, min.bytes): a fetch with no data is parked, answered as

@@ -161,6 +161,7 @@ impl Broker {
             logs.push(Partition {
                 log,
                 producers: Default::default(),
+                offline: false,
             });
         }
         self.topics.insert(
@@ -553,6 +554,7 @@ impl Broker {
             topic.partitions.push(Partition {
                 log,
                 producers: Default::default(),
+                offline: false,
             });
         }
         self.persist_registry();

@@ -85,10 +85,18 @@ fn serve(config: NodeConfig) -> anyhow::Result<()> {
             )
         })?,
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("karst")
-        .build()?;
+    let runtime = match config.num_network_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if threads > 1 {
+                builder.worker_threads(threads);
+            }
+            builder.enable_all().thread_name("karst").build()?
+        }
+    };
     runtime.block_on(async move {
         let mut node = crate::runtime::start(config, storage).await?;
         {

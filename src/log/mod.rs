@@ -510,7 +510,14 @@ impl PartitionLog {
             closed: false,
         };
         if checkpoint != Some((log.log_start_offset, log.recovery_point)) {
+            // What recovery decided (above all the log start, the floor below which offsets
+            // are never handed out again) is made durable before anything else happens.
+            // Inline: this is startup, not the event loop.
             log.write_checkpoint()?;
+            log.checkpoint_file.sync_data()?;
+            log.storage.sync_dir(&log.dir)?;
+            log.checkpoint_dirty = false;
+            log.checkpoint_slot = 1 - log.checkpoint_slot;
         }
         Ok(log)
     }
@@ -1232,6 +1239,32 @@ impl PartitionLog {
             // A stale checkpoint only costs a longer scan, so a failed write is harmless.
             let _ = self.write_checkpoint();
         }
+    }
+
+    /// The disk thread's job failed (`run` returned an error): nothing it covered counts as
+    /// durable. Clears the in-flight job so a later `take_sync_job` retries everything from
+    /// the durable offset on. Note: after a failed fsync Linux may already have dropped the
+    /// dirty pages, so a retry that succeeds does not prove the data reached the disk; Kafka
+    /// halts the broker instead. The caller decides; the log only stays consistent.
+    pub fn sync_failed(&mut self) {
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
+        self.deletions_waiting.extend(in_flight.deletions);
+        let durable = self.durable_offset;
+        let first = self
+            .segments
+            .range(..=durable)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        let redo: Vec<i64> = self.segments.range(first..).map(|(b, _)| *b).collect();
+        self.dirty_segments.extend(redo);
+        self.dirty_dirs.insert(self.dir.clone());
+        self.dirty_dirs.insert(parent(&self.dir).to_string());
+        if in_flight.checkpoint_slot.is_some() {
+            self.checkpoint_dirty = true;
+        }
+        self.force_sync = true;
     }
 
     /// Iterates batch headers from the batch containing `offset` to the log end (for

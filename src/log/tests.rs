@@ -420,3 +420,73 @@ fn delete_removes_the_directory() {
     log.delete().unwrap();
     assert!(disk.paths().is_empty());
 }
+
+#[test]
+fn sync_jobs_are_send_and_a_failed_sync_is_retried() {
+    fn assert_send<T: Send>() {}
+    assert_send::<SyncJob>();
+    assert_send::<PartitionLog>();
+
+    let disk = SimDisk::new(9);
+    let config = LogConfig {
+        flush: FlushPolicy::Durable,
+        ..LogConfig::default()
+    };
+    let mut log = open(&disk, config);
+    sync_all(&mut log);
+    log.append(&mut simple_batch(2, 0), 0).unwrap();
+    disk.set_fail_syncs(true);
+    let job = log.take_sync_job().unwrap();
+    assert!(job.run().is_err());
+    log.sync_failed();
+    assert_eq!(log.durable_offset(), 0);
+    disk.set_fail_syncs(false);
+    let job = log.take_sync_job().expect("retried");
+    let up_to = job.up_to_offset;
+    job.run().unwrap();
+    log.sync_completed(up_to);
+    assert_eq!(log.durable_offset(), 2);
+    drop(log);
+    disk.crash(CrashOptions::default());
+    assert_eq!(open(&disk, LogConfig::default()).log_end_offset(), 2);
+}
+
+#[test]
+fn compressed_batches_are_found_by_timestamp_at_batch_granularity() {
+    let disk = SimDisk::new(10);
+    let mut log = open(&disk, LogConfig::default());
+    log.append(&mut simple_batch(3, 100), 0).unwrap();
+    // A "gzip" batch: the log never decompresses, so the payload need not be real gzip.
+    let mut compressed = simple_batch(4, 200);
+    compressed[21..23].copy_from_slice(&1i16.to_be_bytes());
+    let crc = batch::compute_crc(&compressed);
+    compressed[17..21].copy_from_slice(&crc.to_be_bytes());
+    log.append(&mut compressed, 0).unwrap();
+    // Record granularity inside the uncompressed batch.
+    assert_eq!(log.offset_for_timestamp(101).unwrap(), Some((1, 101)));
+    // Batch granularity (base offset, batch max timestamp) inside the compressed one.
+    assert_eq!(log.offset_for_timestamp(202).unwrap(), Some((3, 203)));
+    assert_eq!(log.max_timestamp(), Some((203, 3)));
+}
+
+#[test]
+fn replicated_appends_keep_the_leaders_offsets_and_must_be_contiguous() {
+    let disk = SimDisk::new(11);
+    let mut leader = open(&disk, LogConfig::default());
+    fill(&mut leader, 3, 2, 0);
+    let bytes = leader.read(0, 1 << 20, i64::MAX).unwrap().to_vec();
+    let follower_disk = SimDisk::new(12);
+    let mut follower = open(&follower_disk, LogConfig::default());
+    let info = follower.append_replicated(&bytes, 0).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (0, 5));
+    assert_eq!(follower.read(0, 1 << 20, i64::MAX).unwrap(), bytes);
+    let error = follower.append_replicated(&bytes, 0).unwrap_err();
+    assert!(matches!(
+        error,
+        AppendError::NonContiguous {
+            expected: 6,
+            found: 0
+        }
+    ));
+    assert_eq!(follower.log_end_offset(), 6);
+}

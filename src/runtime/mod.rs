@@ -6,7 +6,8 @@
 //!   decodes them (in parallel with other connections) and queues them for the step loop; at
 //!   most [`MAX_IN_FLIGHT_PER_CONNECTION`] requests of one connection are unanswered at a time;
 //! - the one step loop owns the node: it steps each event, carries out the effects, and sleeps
-//!   until the next event or `next_deadline()`;
+//!   until the next event or `next_deadline()` (on its own OS thread in production, a task
+//!   under madsim);
 //! - a writer encodes its connection's responses and writes them in request order (the broker
 //!   may answer out of order while a fetch long-polls or a produce waits for fsync);
 //! - the disk thread runs the log's SyncJobs (an OS thread in production; under madsim a
@@ -131,16 +132,42 @@ pub async fn start(config: NodeConfig, storage: Arc<dyn Storage>) -> anyhow::Res
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let (stopped_tx, stopped_rx) = oneshot::channel();
     let accept = tokio::spawn(accept_loop(listener, events_tx, max_frame_bytes));
-    tokio::spawn(async move {
+    let run = async move {
         let result = step_loop(node, events_rx, sync_done_rx, disk, shutdown_rx).await;
         accept.abort();
         let _ = stopped_tx.send(result);
-    });
+    };
+    spawn_step_loop(run)?;
     Ok(NodeHandle {
         local_addr,
         shutdown: Some(shutdown_tx),
         stopped: Some(stopped_rx),
     })
+}
+
+/// Production: the step loop gets its own OS thread (a single-threaded runtime), so appends run
+/// in parallel with the connection tasks reading and decoding the next requests instead of
+/// taking turns with them on a shared worker.
+#[cfg(not(madsim))]
+fn spawn_step_loop(
+    run: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("karst-step".to_string())
+        .spawn(move || runtime.block_on(run))?;
+    Ok(())
+}
+
+/// Simulation: no OS threads; the step loop is one more task.
+#[cfg(madsim)]
+fn spawn_step_loop(
+    run: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tokio::spawn(run);
+    Ok(())
 }
 
 async fn accept_loop(
