@@ -40,7 +40,9 @@ def produce_until_killed(node, topic, records, kill_after_acks: int):
         return cb
 
     killed_at = None
+    produced = 0
     deadline = time.monotonic() + 120
+    burst = 5000  # records handed over between checks, so many are in flight at the kill
     for rec in records:
         while True:
             try:
@@ -49,10 +51,13 @@ def produce_until_killed(node, topic, records, kill_after_acks: int):
                 break
             except BufferError:
                 producer.poll(0.05)
+        produced += 1
+        if produced % burst:
+            continue
         producer.poll(0)
         with lock:
             n = len(acked)
-        if killed_at is None and n >= kill_after_acks:
+        if n >= kill_after_acks:
             node.kill()
             killed_at = n
             break
@@ -60,6 +65,8 @@ def produce_until_killed(node, topic, records, kill_after_acks: int):
     assert killed_at is not None, "ran out of records before the kill point"
     # Everything still in flight now fails (node gone) within message.timeout.ms.
     producer.flush(20)
+    # The kill must land mid-stream: records handed to the client but not yet acknowledged.
+    assert produced > killed_at, f"nothing in flight at the kill ({produced} produced)"
     with lock:
         return dict(acked), killed_at
 

@@ -11,7 +11,6 @@ from confluent_kafka import TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 import helpers as h
-import wire
 from conftest import unique_topic
 
 PARTITIONS = 6
@@ -74,16 +73,9 @@ def test_list_offsets_by_timestamp(node, big_run):
 @pytest.mark.parametrize("codec", sorted(CODECS))
 def test_compressed_batches_stored_and_served_as_sent(node, codec):
     """Compressed v2 batches (gzip, snappy, lz4, zstd) round-trip, and the broker serves the
-    batches with the producer's codec in their attributes and a valid CRC (stored as sent)."""
-    if codec == "lz4":
-        with wire.Conn(node.bootstrap) as conn:
-            advertised = wire.api_versions(conn, 3).api_keys
-        if wire.API_FIND_COORDINATOR not in advertised:
-            # librdkafka's feature map (rdkafka_feature.c) enables LZ4 only for brokers that
-            # advertise FindCoordinator (its marker for >= 0.8.2); without it librdkafka logs
-            # "Broker does not support compression type lz4: not compressing batch" and sends
-            # uncompressed batches. Passes by itself once the group coordinator lands.
-            pytest.xfail("librdkafka sends lz4 only to brokers advertising FindCoordinator")
+    batches with the producer's codec in their attributes and a valid CRC (stored as sent).
+    lz4 also guards an ApiVersions rule: librdkafka's feature map (rdkafka_feature.c) sends lz4
+    only to brokers that advertise FindCoordinator, and otherwise sends uncompressed batches."""
     topic = unique_topic(f"rdkafka-{codec}")
     h.create_topic_confluent(node.bootstrap, topic, 2)
     records = h.compressible_records(3000, topic)

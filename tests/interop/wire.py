@@ -372,15 +372,16 @@ class FetchedPartition:
     high_watermark: int
     log_start_offset: int
     records: bytes
+    records_null: bool  # the wire said null (length -1) rather than empty
 
 
 def fetch(conn: Conn, topic: str, partition: int, offset: int, max_bytes: int = 8 << 20,
-          max_wait_ms: int = 0) -> FetchedPartition:
+          max_wait_ms: int = 0, min_bytes: int = 1) -> FetchedPartition:
     """Fetch v12 (the last version that names topics; kafka-python's) of one partition."""
     part = (i32(partition) + i32(-1) + i64(offset) + i32(-1) + i64(-1) + i32(max_bytes)
             + NO_TAGS)
     topic_data = compact_string(topic) + compact_array([part]) + NO_TAGS
-    body = (i32(-1) + i32(max_wait_ms) + i32(1) + i32(max_bytes) + i8(0) + i32(0) + i32(-1)
+    body = (i32(-1) + i32(max_wait_ms) + i32(min_bytes) + i32(max_bytes) + i8(0) + i32(0) + i32(-1)
             + compact_array([topic_data]) + compact_array([]) + compact_string("") + NO_TAGS)
     cid = conn.send(API_FETCH, 12, body, flexible=True)
     r = conn.recv(cid, flexible_header=True)
@@ -402,7 +403,8 @@ def fetch(conn: Conn, topic: str, partition: int, offset: int, max_bytes: int = 
         r.tags()
     r.i32()  # preferred_read_replica
     records = r.compact_bytes()
-    return FetchedPartition(error_code, high_watermark, log_start_offset, records or b"")
+    return FetchedPartition(error_code, high_watermark, log_start_offset, records or b"",
+                            records is None)
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,8 +28,10 @@ PERF = REPO / "tools/build/librdkafka/examples/rdkafka_performance"
 PARTITIONS = 6
 RUN_TIMEOUT_S = 180
 
-RESULT = re.compile(r"% (\d+) messages (?:produced|received) \((\d+) bytes\).*? in (\d+)ms: "
-                    r"(\d+) msgs/s and ([\d.]+) MB/s")
+# Producer: "% N messages produced (B bytes), ... in Tms: R msgs/s and M MB/s, ..."
+# Consumer: "% N messages (B bytes) consumed in Tms: R msgs/s (M MB/s)"
+RESULT = re.compile(r"% (\d+) messages (?:produced )?\((\d+) bytes\).*? in (\d+)ms: "
+                    r"(\d+) msgs/s (?:and |\()([\d.]+) MB/s")
 
 
 def ensure_tools(karst_bin: Path | None) -> Path:
