@@ -560,7 +560,14 @@ impl Consumer {
                     continue;
                 };
                 decoded.clear();
-                let summary = decode_batches(records, asked_offset, &mut decoded)?;
+                let summary = decode_batches(records, asked_offset, &mut decoded).map_err(|e| {
+                    ClientError::CorruptRecord {
+                        topic: position.topic.to_string(),
+                        partition: tp.partition,
+                        offset: asked_offset,
+                        reason: e.to_string(),
+                    }
+                })?;
                 let topic_name = position.topic.clone();
                 let mut next = asked_offset;
                 for r in decoded.drain(..) {

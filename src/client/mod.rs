@@ -110,6 +110,15 @@ pub enum ClientError {
     },
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A fetched batch failed validation (Kafka's CorruptRecordException): the consumer cannot
+    /// move past it by itself; the application may seek beyond `offset`.
+    #[error("corrupt record batch in {topic}-{partition} at offset {offset}: {reason}")]
+    CorruptRecord {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
     #[error("not supported by the broker: {0}")]
     Unsupported(String),
     #[error("invalid argument: {0}")]

@@ -19,8 +19,8 @@ use crate::nemesis::{Action, NemesisPlan};
 use crate::options::{InjectedBug, RunOptions};
 use crate::rng::SimRng;
 use karst::client::{
-    Acks, Admin, ClientConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, TopicPartition,
+    Acks, Admin, ClientConfig, ClientError, Consumer, ConsumerConfig, NewTopic, OffsetReset,
+    Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use karst::config::{FlushPolicyName, NodeConfig};
 use karst::storage::{SimDisk, Storage};
@@ -573,6 +573,26 @@ async fn final_read(client: ClientConfig, shared: Shared) -> FinalRead {
                             record.value.as_deref().and_then(Value::decode),
                         ));
                     }
+                }
+            }
+            Err(ClientError::CorruptRecord {
+                topic,
+                partition,
+                offset,
+                reason,
+            }) => {
+                // Corrupted storage with one replica: that batch cannot be served (Kafka's
+                // consumer raises CorruptRecordException the same way). Step past it one
+                // offset at a time, as an application seeking beyond a corrupt record would;
+                // the checkers excuse the hole only after a corruption or wipe.
+                shared.event(format!(
+                    "final read: corrupt batch in {topic}-{partition} at offset {offset} \
+                     ({reason}): seeking past it"
+                ));
+                let tp = TopicPartition::new(topic, partition);
+                if let Err(e) = consumer.seek(&tp, offset + 1) {
+                    shared.event(format!("final read: seek failed: {e}"));
+                    sleep_ms(100).await;
                 }
             }
             Err(e) => {
