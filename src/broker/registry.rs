@@ -23,6 +23,10 @@ const MAGIC: &str = "karst-topics 1";
 /// are skipped (never reused).
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
+/// A registry-less (new or wiped) node starts allocating producer ids at `now` in ms times
+/// this, so ids never repeat across a lost disk while fewer are handed out per millisecond.
+pub const FRESH_PRODUCER_IDS_PER_MS: i64 = 1000;
+
 /// The registry's contents.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Registry {
@@ -132,6 +136,14 @@ impl Broker {
     /// state from the logs' batch headers.
     pub(crate) fn recover(&mut self, now: Millis) -> anyhow::Result<()> {
         let Some(registry) = Registry::load(self.storage.as_ref())? else {
+            // No registry: a new node, or one whose disk was lost. It cannot know which
+            // producer ids an earlier incarnation handed out, and a reused id makes a new
+            // producer's first batch look like a retry of the old producer's: acknowledged,
+            // not written (simulator, node workload, seed 380). Start above any id an earlier
+            // incarnation can have reached, as ids grow by far less than
+            // FRESH_PRODUCER_IDS_PER_MS per millisecond of a node's life.
+            self.next_producer_id = now.max(0).saturating_mul(FRESH_PRODUCER_IDS_PER_MS);
+            self.producer_id_limit = self.next_producer_id;
             return Ok(());
         };
         self.next_producer_id = registry.producer_id_limit;

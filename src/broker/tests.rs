@@ -801,3 +801,34 @@ fn every_advertised_version_encodes_its_response() {
         }
     }
 }
+
+/// KIP-98 producer ids must never repeat: a node whose disk was lost (no registry) cannot know
+/// the ids it handed out before, so it starts above anything an earlier incarnation could
+/// have reached by `now`. The same wiped node restarted later hands out larger ids.
+#[test]
+fn a_registry_less_node_starts_producer_ids_above_earlier_incarnations() {
+    let init = |now: Millis| {
+        let disk = Arc::new(SimDisk::new(7));
+        let mut harness = Harness {
+            broker: Broker::open(NodeConfig::default(), "127.0.0.1:9092", disk, 42, now).unwrap(),
+            next_sequence: 0,
+        };
+        let request = RequestKind::InitProducerId(
+            InitProducerIdRequest::default().with_transactional_id(None),
+        );
+        let (_, effects) = harness.request(now, 4, request);
+        let [Seen::Respond(_, _, ResponseKind::InitProducerId(response))] = effects.as_slice()
+        else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(response.error_code, 0);
+        response.producer_id.0
+    };
+    let before_wipe = init(NOW);
+    let after_wipe = init(NOW + 1);
+    assert!(before_wipe >= NOW * 1000, "{before_wipe}");
+    assert!(
+        after_wipe > before_wipe + 999,
+        "{before_wipe} then {after_wipe}"
+    );
+}
