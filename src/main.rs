@@ -2,6 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc rather than the system allocator: see the note on the dependency in Cargo.toml.
+#[cfg(all(not(madsim), not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "karst", version, about = "Kafka-compatible event log")]
 struct Cli {
