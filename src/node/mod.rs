@@ -226,3 +226,6 @@ pub fn routes_to_coordinator(api_key: kafka_protocol::messages::ApiKey) -> bool 
             | ApiKey::OffsetDelete
     )
 }
+
+#[cfg(test)]
+mod tests;
