@@ -614,3 +614,77 @@ fn committed_offsets_and_groups_survive_kill_9() {
 fn committed_offsets_survive_kill_9_under_the_durable_policy() {
     offsets_survive(Stop::Kill9, &["log.flush.policy=durable"]);
 }
+
+/// The virtualenv's Python (a symlink to main's), if this checkout has one.
+fn python() -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    path.exists().then_some(path)
+}
+
+/// A real client end to end (librdkafka 2.16 through confluent-kafka, which uses groups only
+/// when all seven classic group APIs are advertised): a group consumer reads every record of
+/// a two-partition topic and commits synchronously; a second consumer of the same group,
+/// started after the first closed, resumes at the commits and gets nothing again.
+#[test]
+fn confluent_kafka_consumer_group_consumes_commits_and_resumes() {
+    let Some(python) = python() else {
+        eprintln!("skipped: no .venv/bin/python (tests/interop covers real clients)");
+        return;
+    };
+    const SCRIPT: &str = r#"
+import sys, time
+from confluent_kafka import Producer, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+bs = sys.argv[1]
+admin = AdminClient({'bootstrap.servers': bs})
+admin.create_topics([NewTopic('ct', 2, 1)])['ct'].result(10)
+p = Producer({'bootstrap.servers': bs, 'linger.ms': 5})
+for i in range(20):
+    p.produce('ct', value=b'%d' % i, partition=i % 2)
+assert p.flush(10) == 0
+def consumer():
+    c = Consumer({'bootstrap.servers': bs, 'group.id': 'cg', 'auto.offset.reset': 'earliest',
+                  'enable.auto.commit': False, 'session.timeout.ms': 6000})
+    c.subscribe(['ct'])
+    return c
+c = consumer()
+got = set()
+deadline = time.time() + 30
+while len(got) < 20 and time.time() < deadline:
+    m = c.poll(0.5)
+    if m is not None and not m.error():
+        got.add(m.value())
+assert len(got) == 20, len(got)
+c.commit(asynchronous=False)
+committed = sorted((tp.partition, tp.offset) for tp in c.committed([TopicPartition('ct', 0), TopicPartition('ct', 1)], timeout=10))
+assert committed == [(0, 10), (1, 10)], committed
+c.close()
+c = consumer()
+again = []
+deadline = time.time() + 5
+assigned = False
+while time.time() < deadline:
+    m = c.poll(0.5)
+    if m is not None and not m.error():
+        again.append(m.value())
+    if c.assignment():
+        assigned = True
+assert assigned, 'the second consumer never got an assignment'
+assert again == [], again
+c.close()
+print('ok')
+"#;
+    let node = NodeProcess::start(FAST);
+    let output = std::process::Command::new(python)
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(node.addr.to_string())
+        .output()
+        .expect("running python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.trim() == "ok",
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+}
