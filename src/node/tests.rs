@@ -312,3 +312,55 @@ fn answers_for_a_closed_connection_are_dropped() {
         Some(5)
     );
 }
+
+/// FindCoordinator answers encode at every advertised version (0-6), found and not found
+/// (key type 1, transactions): kafka-protocol refuses to encode a field a version lacks.
+#[test]
+fn find_coordinator_answers_encode_at_every_advertised_version() {
+    use crate::protocol::api_versions::supported_range;
+    use crate::protocol::codec::{decode_response, encode_response};
+    let mut harness = Harness::new(&[]);
+    let (min, max) = supported_range(ApiKey::FindCoordinator).unwrap();
+    for version in min..=max {
+        for key_type in [0i8, 1] {
+            let mut request = FindCoordinatorRequest::default();
+            if version >= 1 {
+                request.key_type = key_type;
+            } else if key_type == 1 {
+                continue;
+            }
+            if version >= 4 {
+                request.coordinator_keys = vec![text("g"), text("h")];
+            } else {
+                request.key = text("g");
+            }
+            let (_, effects) = harness.request(
+                NOW,
+                ApiKey::FindCoordinator,
+                version,
+                RequestKind::FindCoordinator(request),
+            );
+            let [Effect::Respond { response, .. }] = effects.as_slice() else {
+                panic!("{effects:?}")
+            };
+            let mut out = bytes::BytesMut::new();
+            encode_response(1, ApiKey::FindCoordinator, version, response, &mut out)
+                .unwrap_or_else(|err| panic!("v{version}: {err}"));
+            let (_, decoded) =
+                decode_response(ApiKey::FindCoordinator, version, out.freeze().slice(4..)).unwrap();
+            let ResponseKind::FindCoordinator(decoded) = decoded else {
+                panic!()
+            };
+            let codes: Vec<i16> = if version >= 4 {
+                decoded.coordinators.iter().map(|c| c.error_code).collect()
+            } else {
+                vec![decoded.error_code]
+            };
+            let expected = if key_type == 0 { 0 } else { 15 };
+            assert!(
+                codes.iter().all(|&code| code == expected),
+                "v{version}: {codes:?}"
+            );
+        }
+    }
+}
