@@ -128,7 +128,7 @@ impl Node {
 
     pub fn step(&mut self, now: Millis, input: Input, effects: &mut Vec<Effect>) {
         match input {
-            Input::Request { id, request } => self.handle_request(now, id, *request, effects),
+            Input::Request { id, request } => self.handle_request(now, id, request, effects),
             Input::ConnectionOpened {
                 connection,
                 client_host,

@@ -364,3 +364,36 @@ fn find_coordinator_answers_encode_at_every_advertised_version() {
         }
     }
 }
+
+/// Restart: a reopened node loads `__consumer_offsets` before serving, so the acknowledged
+/// commit is fetched at once; the existing topic keeps its partition count even if
+/// offsets.topic.num.partitions changed (groups hash by the count they were written with).
+#[test]
+fn a_reopened_node_loads_commits_and_keeps_the_partition_count() {
+    let mut harness = Harness::new(&[]);
+    harness.find_coordinator();
+    let (_, effects) = harness.commit(31);
+    assert!(effects.iter().any(|e| matches!(e, Effect::Respond { .. })));
+    harness.node.close().unwrap();
+    let mut config = NodeConfig::default();
+    config.set("offsets.topic.num.partitions", "5").unwrap();
+    let node = Node::open(config, "127.0.0.1:9092", harness.disk.clone(), 43, NOW + 10).unwrap();
+    let mut reopened = Harness {
+        node,
+        disk: harness.disk.clone(),
+        next_sequence: 0,
+    };
+    assert_eq!(
+        reopened.node.broker().consumer_offsets_partitions(),
+        Some(3)
+    );
+    assert_eq!(
+        reopened
+            .node
+            .coordinator()
+            .config()
+            .offsets_topic_num_partitions,
+        3
+    );
+    assert_eq!(reopened.fetched_offset(), 31);
+}
