@@ -163,6 +163,8 @@ pub(crate) struct ParkedProduce {
     pub(crate) response: ProduceResponse,
     /// (log, offset that must be durable: last offset + 1).
     pub(crate) waits: Vec<(LogId, i64)>,
+    /// The request's timeout_ms from its arrival: then it is answered REQUEST_TIMED_OUT.
+    pub(crate) deadline: Millis,
 }
 
 /// Deterministic RNG the broker owns (SplitMix64): topic ids.
@@ -258,12 +260,13 @@ impl Broker {
     /// The earliest time at which `Input::Timer` must be stepped.
     pub fn next_deadline(&self) -> Option<Millis> {
         let fetches = self.parked_fetches.iter().map(|parked| parked.deadline);
+        let produces = self.parked_produces.iter().map(|parked| parked.deadline);
         let logs = self
             .topics
             .values()
             .flat_map(|topic| topic.partitions.iter())
             .filter_map(|partition| partition.log.next_deadline());
-        fetches.chain(logs).min()
+        fetches.chain(produces).chain(logs).min()
     }
 
     /// Programmer-error checks, run after every step in tests and the simulator.
@@ -321,6 +324,13 @@ impl Broker {
                 parked.correlation_id,
                 ResponseKind::Fetch(response.0),
             );
+        }
+        if self
+            .parked_produces
+            .iter()
+            .any(|parked| parked.deadline <= now)
+        {
+            self.expire_parked_produces(now, effects);
         }
         let mut touched = Vec::new();
         for topic in self.topics.values_mut() {

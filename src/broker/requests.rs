@@ -35,9 +35,12 @@ enum PartitionOutcome {
         log_append_time: i64,
         wait: Option<(LogId, i64)>,
     },
+    /// A retried batch already in the log; under the durable flush policy an acks=all answer
+    /// still waits until the original is durable, as the first answer would have.
     Duplicate {
         base_offset: i64,
         log_append_time: i64,
+        wait: Option<(LogId, i64)>,
     },
     Failed(i16),
 }
@@ -121,6 +124,7 @@ impl Broker {
         effects: &mut Vec<Effect>,
     ) {
         let acks = request.acks;
+        let request_timeout_ms = request.timeout_ms;
         let mut waits = Vec::new();
         let mut any_error = false;
         let mut responses = Vec::with_capacity(request.topic_data.len());
@@ -157,9 +161,11 @@ impl Broker {
                     PartitionOutcome::Duplicate {
                         base_offset,
                         log_append_time,
+                        wait,
                     } => {
                         response.base_offset = base_offset;
                         response.log_append_time_ms = log_append_time;
+                        waits.extend(wait);
                     }
                     PartitionOutcome::Failed(code) => {
                         any_error = true;
@@ -219,6 +225,9 @@ impl Broker {
                 api_version: version,
                 response,
                 waits,
+                // Kafka's produce timeout_ms bounds the wait for durability (a hung disk
+                // answers REQUEST_TIMED_OUT instead of never).
+                deadline: now.saturating_add(i64::from(request_timeout_ms.max(0))),
             });
         }
     }
@@ -281,10 +290,17 @@ impl Broker {
             match partition.producers.check(header) {
                 SequenceCheck::Append => {}
                 SequenceCheck::Duplicate(cached) => {
+                    // The retry is the same batch, so its last offset delta is the original's.
+                    let needed = cached.base_offset + i64::from(header.last_offset_delta) + 1;
+                    let wait = (acks == -1
+                        && partition.log.config().flush == FlushPolicy::Durable
+                        && partition.log.durable_offset() < needed)
+                        .then_some((log_id, needed));
                     return PartitionOutcome::Duplicate {
                         base_offset: cached.base_offset,
                         log_append_time: cached.log_append_time,
-                    }
+                        wait,
+                    };
                 }
                 SequenceCheck::Reject(code) => return PartitionOutcome::Failed(code),
             }
@@ -351,6 +367,50 @@ impl Broker {
             } else {
                 self.parked_produces.push(produce);
             }
+        }
+    }
+
+    /// Answers REQUEST_TIMED_OUT for the partitions of produces whose timeout_ms passed before
+    /// their records became durable (Kafka's expired delayed produce). The records stay in the
+    /// log and may still become durable: the outcome is unknown to the producer, which retries
+    /// (idempotent producers are answered from the sequence cache).
+    pub(crate) fn expire_parked_produces(&mut self, now: Millis, effects: &mut Vec<Effect>) {
+        let parked = std::mem::take(&mut self.parked_produces);
+        for mut produce in parked {
+            if produce.deadline > now {
+                self.parked_produces.push(produce);
+                continue;
+            }
+            for (log, needed) in std::mem::take(&mut produce.waits) {
+                let durable = self
+                    .partition_mut(log)
+                    .is_none_or(|partition| partition.log.durable_offset() >= needed);
+                let Some(name) = self.topic_names_by_id.get(&log.topic_id) else {
+                    continue;
+                };
+                if durable {
+                    continue;
+                }
+                let partitions = produce
+                    .response
+                    .responses
+                    .iter_mut()
+                    .filter(|topic| topic.name.as_str() == name.as_str())
+                    .flat_map(|topic| topic.partition_responses.iter_mut())
+                    .filter(|partition| partition.index == log.partition);
+                for partition in partitions {
+                    partition.error_code = error::REQUEST_TIMED_OUT;
+                    partition.base_offset = -1;
+                }
+            }
+            respond(
+                effects,
+                produce.id,
+                ApiKey::Produce,
+                produce.api_version,
+                produce.correlation_id,
+                ResponseKind::Produce(produce.response),
+            );
         }
     }
 
