@@ -694,3 +694,57 @@ print('ok')
         "stdout: {stdout}\nstderr: {stderr}"
     );
 }
+
+/// Real clients share partitions (issue 6): three confluent-kafka members of one group on six
+/// partitions get two each, disjoint and covering all; after one leaves (LeaveGroup), the two
+/// remaining cover all six. With the eager `range` assignor and with KIP-429's
+/// `cooperative-sticky` (incremental rebalances: the coordinator only relays metadata).
+#[test]
+fn three_confluent_members_share_six_partitions_and_two_cover_all_after_one_leaves() {
+    let Some(python) = python() else {
+        eprintln!("skipped: no .venv/bin/python (tests/interop covers real clients)");
+        return;
+    };
+    const SCRIPT: &str = r#"
+import sys, time
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+bs = sys.argv[1]
+admin = AdminClient({'bootstrap.servers': bs})
+admin.create_topics([NewTopic('six', 6, 1)])['six'].result(10)
+def spin(consumers, secs, per_member):
+    deadline = time.time() + secs
+    while time.time() < deadline:
+        for c in consumers:
+            c.poll(0.05)
+        got = [sorted(tp.partition for tp in c.assignment()) for c in consumers]
+        if all(len(a) == per_member for a in got) and sorted(sum(got, [])) == list(range(6)):
+            return
+    raise AssertionError('assignments %r' % got)
+for strategy in ['range', 'cooperative-sticky']:
+    cs = [Consumer({'bootstrap.servers': bs, 'group.id': 'g-' + strategy,
+                    'session.timeout.ms': 6000, 'heartbeat.interval.ms': 500,
+                    'partition.assignment.strategy': strategy}) for _ in range(3)]
+    for c in cs:
+        c.subscribe(['six'])
+    spin(cs, 30, 2)
+    cs[0].close()
+    spin(cs[1:], 30, 3)
+    for c in cs[1:]:
+        c.close()
+print('ok')
+"#;
+    let node = NodeProcess::start(FAST);
+    let output = std::process::Command::new(python)
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(node.addr.to_string())
+        .output()
+        .expect("running python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.trim() == "ok",
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+}
