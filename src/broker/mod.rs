@@ -167,6 +167,35 @@ pub(crate) struct ParkedProduce {
     pub(crate) deadline: Millis,
 }
 
+impl ParkedProduce {
+    /// Sets `code` (and no offset) on partition `index` of topic `name` in the answer.
+    pub(crate) fn fail_partition(&mut self, name: &str, index: i32, code: i16) {
+        let partitions = self
+            .response
+            .responses
+            .iter_mut()
+            .filter(|topic| topic.name.as_str() == name)
+            .flat_map(|topic| topic.partition_responses.iter_mut())
+            .filter(|partition| partition.index == index);
+        for partition in partitions {
+            partition.error_code = code;
+            partition.base_offset = -1;
+        }
+    }
+
+    /// Sends the answer as it stands.
+    pub(crate) fn answer(self, effects: &mut Vec<Effect>) {
+        respond(
+            effects,
+            self.id,
+            ApiKey::Produce,
+            self.api_version,
+            self.correlation_id,
+            ResponseKind::Produce(self.response),
+        );
+    }
+}
+
 /// Deterministic RNG the broker owns (SplitMix64): topic ids.
 #[derive(Debug, Clone)]
 pub(crate) struct Rng(u64);

@@ -349,21 +349,13 @@ impl Broker {
 
     /// Answers parked produces whose every wait is now durable.
     pub(crate) fn release_durable_produces(&mut self, effects: &mut Vec<Effect>) {
-        let parked = std::mem::take(&mut self.parked_produces);
-        for produce in parked {
-            let done = produce.waits.iter().all(|&(log, needed)| {
-                self.partition_mut(log)
-                    .is_none_or(|partition| partition.log.durable_offset() >= needed)
-            });
+        for produce in std::mem::take(&mut self.parked_produces) {
+            let done = produce
+                .waits
+                .iter()
+                .all(|&(log, needed)| self.is_durable(log, needed));
             if done {
-                respond(
-                    effects,
-                    produce.id,
-                    ApiKey::Produce,
-                    produce.api_version,
-                    produce.correlation_id,
-                    ResponseKind::Produce(produce.response),
-                );
+                produce.answer(effects);
             } else {
                 self.parked_produces.push(produce);
             }
@@ -375,80 +367,44 @@ impl Broker {
     /// log and may still become durable: the outcome is unknown to the producer, which retries
     /// (idempotent producers are answered from the sequence cache).
     pub(crate) fn expire_parked_produces(&mut self, now: Millis, effects: &mut Vec<Effect>) {
-        let parked = std::mem::take(&mut self.parked_produces);
-        for mut produce in parked {
+        for mut produce in std::mem::take(&mut self.parked_produces) {
             if produce.deadline > now {
                 self.parked_produces.push(produce);
                 continue;
             }
             for (log, needed) in std::mem::take(&mut produce.waits) {
-                let durable = self
-                    .partition_mut(log)
-                    .is_none_or(|partition| partition.log.durable_offset() >= needed);
-                let Some(name) = self.topic_names_by_id.get(&log.topic_id) else {
-                    continue;
-                };
-                if durable {
-                    continue;
-                }
-                let partitions = produce
-                    .response
-                    .responses
-                    .iter_mut()
-                    .filter(|topic| topic.name.as_str() == name.as_str())
-                    .flat_map(|topic| topic.partition_responses.iter_mut())
-                    .filter(|partition| partition.index == log.partition);
-                for partition in partitions {
-                    partition.error_code = error::REQUEST_TIMED_OUT;
-                    partition.base_offset = -1;
+                if !self.is_durable(log, needed) {
+                    if let Some(name) = self.topic_names_by_id.get(&log.topic_id) {
+                        produce.fail_partition(name, log.partition, error::REQUEST_TIMED_OUT);
+                    }
                 }
             }
-            respond(
-                effects,
-                produce.id,
-                ApiKey::Produce,
-                produce.api_version,
-                produce.correlation_id,
-                ResponseKind::Produce(produce.response),
-            );
+            produce.answer(effects);
         }
     }
 
     /// Fsync of `log` failed: everything parked on it is answered KAFKA_STORAGE_ERROR.
     pub(crate) fn fail_parked_produces(&mut self, log: LogId, effects: &mut Vec<Effect>) {
-        let parked = std::mem::take(&mut self.parked_produces);
         let Some(name) = self.topic_names_by_id.get(&log.topic_id).cloned() else {
-            self.parked_produces = parked;
             return;
         };
-        for mut produce in parked {
+        for mut produce in std::mem::take(&mut self.parked_produces) {
             if produce.waits.iter().any(|(waited, _)| *waited == log) {
-                for topic in produce.response.responses.iter_mut() {
-                    if topic.name.as_str() != name {
-                        continue;
-                    }
-                    for partition in topic.partition_responses.iter_mut() {
-                        if partition.index == log.partition {
-                            partition.error_code = error::KAFKA_STORAGE_ERROR;
-                            partition.base_offset = -1;
-                        }
-                    }
-                }
+                produce.fail_partition(&name, log.partition, error::KAFKA_STORAGE_ERROR);
                 produce.waits.retain(|(waited, _)| *waited != log);
                 if produce.waits.is_empty() {
-                    respond(
-                        effects,
-                        produce.id,
-                        ApiKey::Produce,
-                        produce.api_version,
-                        produce.correlation_id,
-                        ResponseKind::Produce(produce.response),
-                    );
+                    produce.answer(effects);
                     continue;
                 }
             }
             self.parked_produces.push(produce);
         }
+    }
+
+    /// Whether every offset below `needed` of `log` is durable (a deleted log waits no more).
+    fn is_durable(&mut self, log: LogId, needed: i64) -> bool {
+        self.partition_mut(log)
+            .is_none_or(|partition| partition.log.durable_offset() >= needed)
     }
 
     fn handle_fetch(
