@@ -236,6 +236,12 @@ impl Consumer {
         &self.cluster
     }
 
+    /// Changes `max.poll.records` (e.g. so a tool that stops after N records is never handed,
+    /// and so never commits, more than it processed).
+    pub fn set_max_poll_records(&mut self, max_poll_records: usize) {
+        self.config.max_poll_records = max_poll_records.max(1);
+    }
+
     /// Replaces the assignment. Kept partitions keep their positions. With `group.id`, new
     /// partitions start at the group's committed offsets.
     pub fn assign(&mut self, partitions: Vec<TopicPartition>) {

@@ -18,6 +18,7 @@
 //!   [`consumer_group`]; group administration in [`Admin`].
 
 pub mod admin;
+pub mod admin_groups;
 pub mod assignor;
 pub mod cluster;
 pub mod connection;
@@ -29,6 +30,7 @@ pub mod producer;
 pub mod records;
 
 pub use admin::{Admin, ConfigEntry, NewTopic, PartitionInfo, TopicDescription};
+pub use admin_groups::{GroupDescription, GroupListing, MemberDescription};
 pub use assignor::AssignmentStrategy;
 pub use cluster::{BrokerInfo, Cluster, PartitionMetadata, TopicMetadata};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
