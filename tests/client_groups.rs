@@ -328,7 +328,9 @@ async fn group_membership(target: &mut Target) {
 }
 
 /// Commit, restart the whole group: it resumes exactly at the commit, nothing before it read
-/// again, nothing after it skipped (OffsetCommit with generation and member id, OffsetFetch).
+/// again, nothing after it skipped (OffsetCommit with generation and member id, OffsetFetch);
+/// and across the rebalance of the restarted group, the auto commit before rejoining hands
+/// each moved partition over without a record read twice.
 async fn group_resume(target: &mut Target) {
     let bootstrap = target.bootstrap();
     target.create_topic("resume", 6).await;
@@ -365,12 +367,16 @@ async fn group_resume(target: &mut Target) {
     first.close().await.unwrap();
     produce(&bootstrap, "resume", 300..360, 12).await;
 
-    // The whole group again, two members this time.
+    // The whole group again, two members this time. The second member's join moves
+    // partitions away from the first after it has read some of them; with auto commit the
+    // first commits what it handed out before it rejoins, so the new owner goes on from there.
     let mut consumers = Vec::new();
     for _ in 0..2 {
-        let mut c = Consumer::new(group_config(&bootstrap, "g-resume"))
-            .await
-            .unwrap();
+        let config = ConsumerConfig {
+            enable_auto_commit: true,
+            ..group_config(&bootstrap, "g-resume")
+        };
+        let mut c = Consumer::new(config).await.unwrap();
         c.subscribe(vec!["resume".to_string()]).await.unwrap();
         consumers.push(c);
     }
