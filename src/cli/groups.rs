@@ -152,8 +152,22 @@ async fn print_offsets(admin: &Admin, group: &GroupDescription) -> anyhow::Resul
             owner.insert(tp.clone(), i);
         }
     }
-    let partitions: BTreeSet<TopicPartition> =
+    // Every partition of every topic the group has an offset in or is assigned, so a
+    // partition nothing was committed for yet shows up with its lag unknown ("-").
+    let mut partitions: BTreeSet<TopicPartition> =
         committed.keys().chain(owner.keys()).cloned().collect();
+    let topics: BTreeSet<String> = partitions.iter().map(|tp| tp.topic.clone()).collect();
+    let topics: Vec<String> = topics.into_iter().collect();
+    for (name, description) in admin.describe_topics(&topics).await? {
+        if let Ok(description) = description {
+            partitions.extend(
+                description
+                    .partitions
+                    .iter()
+                    .map(|p| TopicPartition::new(name.as_str(), p.partition)),
+            );
+        }
+    }
     let partitions: Vec<TopicPartition> = partitions.into_iter().collect();
     let ends = admin.partition_offsets(&partitions).await;
     if group.members.is_empty() {
