@@ -236,9 +236,12 @@ fn clear_error_when_no_broker_listens() {
     assert!(stderr.contains("--bootstrap-server"), "{stderr}");
 }
 
-/// The rows of the offsets table `karst groups describe` prints: (topic, partition,
-/// current offset, log end offset, lag, consumer id), with "-" as None.
-fn offsets_table(out: &str) -> Vec<(String, i32, Option<i64>, i64, Option<i64>, String)> {
+/// One row of `karst groups describe`'s offsets table: topic, partition, current offset, log
+/// end offset, lag, consumer id ("-" is None).
+type OffsetsRow = (String, i32, Option<i64>, i64, Option<i64>, String);
+
+/// The rows of the offsets table `karst groups describe` prints.
+fn offsets_table(out: &str) -> Vec<OffsetsRow> {
     let mut rows = Vec::new();
     let mut lines = out.lines().skip_while(|l| !l.contains("CURRENT-OFFSET"));
     lines.next();
