@@ -134,6 +134,7 @@ on_both!(group_shares_partitions_and_rebalances_on_leave, group_membership, grou
 on_both!(group_resumes_at_its_commit, group_resume, groups: true);
 on_both!(two_groups_each_read_everything, two_groups, groups: true);
 on_both!(assign_mode_commits_with_generation_minus_one, assign_mode_commit, groups: true);
+on_both!(static_member_rejoins_with_its_partitions, static_membership, groups: true);
 
 /// Every record comes back once, at its reported offset, in the partition the Java client's
 /// murmur2 partitioner picks for its key, in per-partition order.
@@ -504,5 +505,60 @@ async fn assign_mode_commit(target: &mut Target) {
             assert_eq!(r.offset, at, "starts at the committed offset");
             break;
         }
+    }
+}
+
+/// KIP-345: static members (group.instance.id) do not leave on close; one that comes back
+/// under the same instance id within the session timeout gets its partitions back, and the
+/// other member never loses its own.
+async fn static_membership(target: &mut Target) {
+    let bootstrap = target.bootstrap();
+    target.create_topic("static", 4).await;
+    let config = |instance: &str| ConsumerConfig {
+        group_instance_id: Some(instance.to_string()),
+        // librdkafka's mock does not replace a static member in place: it rebalances once the
+        // old member id's session expires, so keep that short.
+        session_timeout_ms: 8_000,
+        ..group_config(&bootstrap, "g-static")
+    };
+    let mut consumers = Vec::new();
+    for instance in ["static-a", "static-b"] {
+        let mut c = Consumer::new(config(instance)).await.unwrap();
+        c.subscribe(vec!["static".to_string()]).await.unwrap();
+        consumers.push(c);
+    }
+    poll_until(
+        &mut consumers,
+        "two static members sharing four partitions",
+        None,
+        |v| balanced(v, "static", 4, 2),
+    )
+    .await;
+    let a_partitions = consumers[0].assignment();
+    let b_partitions = consumers[1].assignment();
+    let a = consumers.remove(0);
+    a.close().await.unwrap();
+    // No LeaveGroup: b keeps its partitions while a is away.
+    let mut b = consumers.remove(0);
+    for _ in 0..10 {
+        b.poll(Duration::from_millis(100)).await.unwrap();
+        assert_eq!(
+            b.assignment(),
+            b_partitions,
+            "b lost partitions while a was away"
+        );
+    }
+    let mut again = Consumer::new(config("static-a")).await.unwrap();
+    again.subscribe(vec!["static".to_string()]).await.unwrap();
+    let mut pair = vec![again, b];
+    poll_until(
+        &mut pair,
+        "the static member back with its partitions",
+        None,
+        |v| v[0].1 == a_partitions && v[1].1 == b_partitions && v[0].0.is_some(),
+    )
+    .await;
+    for c in pair {
+        c.close().await.unwrap();
     }
 }
