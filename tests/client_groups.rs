@@ -562,3 +562,86 @@ async fn static_membership(target: &mut Target) {
         c.close().await.unwrap();
     }
 }
+
+/// The member's error handling, driven by librdkafka's mock error injection (karst's node has
+/// no such switch): Heartbeat answered NOT_COORDINATOR (rediscover, stay in the generation),
+/// then UNKNOWN_MEMBER_ID (forget the member id, rejoin into a newer generation);
+/// OffsetCommit answered NOT_COORDINATOR and COORDINATOR_LOAD_IN_PROGRESS (commit_sync retries
+/// and succeeds); a commit fenced with ILLEGAL_GENERATION is reported and makes the member
+/// rejoin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_error_handling_against_librdkafka_mock() {
+    init_logging();
+    let Some(Target::Mock(mut mock)) = Target::mock() else {
+        return;
+    };
+    let bootstrap = mock.bootstrap();
+    mock.create_topic("errs", 2);
+    let body = async {
+        let mut c = Consumer::new(group_config(&bootstrap, "g-errors"))
+            .await
+            .unwrap();
+        c.subscribe(vec!["errs".to_string()]).await.unwrap();
+        let mut consumers = vec![c];
+        poll_until(
+            &mut consumers,
+            "one member with both partitions",
+            None,
+            |v| balanced(v, "errs", 2, 2),
+        )
+        .await;
+        let c = consumers.pop().unwrap();
+        let first = c.generation_id().unwrap();
+        // Heartbeat is api key 12.
+        mock.push_request_errors(12, &[16, 25]);
+        let mut consumers = vec![c];
+        poll_until(
+            &mut consumers,
+            "a rejoin after UNKNOWN_MEMBER_ID",
+            None,
+            |v| balanced(v, "errs", 2, 2) && v[0].0 > Some(first),
+        )
+        .await;
+        let mut c = consumers.pop().unwrap();
+        produce(&bootstrap, "errs", 0..20, 4).await;
+        let mut read = 0;
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        while read < 20 {
+            assert!(tokio::time::Instant::now() < deadline, "read {read} of 20");
+            read += c.poll(Duration::from_millis(100)).await.unwrap().len();
+        }
+        // OffsetCommit is api key 8.
+        mock.push_request_errors(8, &[16, 14]);
+        c.commit_sync()
+            .await
+            .expect("commit retried over coordinator errors");
+        let all = [
+            TopicPartition::new("errs", 0),
+            TopicPartition::new("errs", 1),
+        ];
+        let committed: i64 = c
+            .committed(&all)
+            .await
+            .unwrap()
+            .values()
+            .map(|o| o.unwrap())
+            .sum();
+        assert_eq!(committed, 20);
+        let generation = c.generation_id().unwrap();
+        mock.push_request_errors(8, &[22]);
+        let fenced = c.commit_sync().await.unwrap_err();
+        assert_eq!(fenced.code(), Some(22), "{fenced}");
+        let mut consumers = vec![c];
+        poll_until(
+            &mut consumers,
+            "a rejoin after the fenced commit",
+            None,
+            |v| balanced(v, "errs", 2, 2) && v[0].0 > Some(generation),
+        )
+        .await;
+        consumers.pop().unwrap().close().await.unwrap();
+    };
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .expect("test timed out");
+}

@@ -9,6 +9,9 @@ mock does not serve CreateTopics.
 Protocol on stdin/stdout, one line each:
 - at start it prints `bootstrap HOST:PORT,...` (or `error REASON` and exits 1);
 - `topic NAME PARTITIONS` creates a topic and answers `ok` (or `error CODE`);
+- `errors API_KEY CODE [CODE ...]` makes the next requests of that API (on any broker) fail
+  with these Kafka error codes, one each, in order (rd_kafka_mock_push_request_errors), and
+  answers `ok`;
 - end of stdin destroys the cluster and exits.
 
 Usage: python mock_cluster.py [NUM_BROKERS]
@@ -44,6 +47,8 @@ def load_librdkafka():
         ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
     lib.rd_kafka_mock_group_initial_rebalance_delay_ms.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.rd_kafka_destroy.argtypes = [ctypes.c_void_p]
+    # Variadic (the error codes follow the count); ctypes passes the extra ints as C ints.
+    lib.rd_kafka_mock_push_request_errors.restype = None
     return lib
 
 
@@ -80,6 +85,12 @@ def main():
         if len(words) == 3 and words[0] == "topic":
             err = lib.rd_kafka_mock_topic_create(mcluster, words[1].encode(), int(words[2]), 1)
             print("ok" if err == 0 else f"error {err}", flush=True)
+        elif len(words) >= 3 and words[0] == "errors":
+            codes = [ctypes.c_int(int(w)) for w in words[2:]]
+            lib.rd_kafka_mock_push_request_errors(
+                ctypes.c_void_p(mcluster), ctypes.c_int16(int(words[1])),
+                ctypes.c_size_t(len(codes)), *codes)
+            print("ok", flush=True)
         elif words:
             print(f"error unknown command {words[0]!r}", flush=True)
     lib.rd_kafka_destroy(rk)

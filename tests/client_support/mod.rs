@@ -266,6 +266,20 @@ impl MockCluster {
     }
 }
 
+impl MockCluster {
+    /// The next requests of `api_key` fail with `codes`, one each, in order.
+    pub fn push_request_errors(&mut self, api_key: i16, codes: &[i16]) {
+        use std::io::Write;
+        let codes: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
+        let stdin = self.stdin.as_mut().expect("helper stdin");
+        writeln!(stdin, "errors {api_key} {}", codes.join(" ")).expect("writing to the helper");
+        stdin.flush().expect("flushing the helper");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("helper answer");
+        assert_eq!(line.trim(), "ok", "injecting errors on the mock cluster");
+    }
+}
+
 impl Drop for MockCluster {
     fn drop(&mut self) {
         // Closing stdin ends the helper; kill it if it does not go.
