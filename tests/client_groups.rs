@@ -645,3 +645,92 @@ async fn group_error_handling_against_librdkafka_mock() {
         .await
         .expect("test timed out");
 }
+
+/// Connection loss: the node restarts under a live member. The member rediscovers the
+/// coordinator, stays in (or rejoins) the group, resumes at its commit (which survived the
+/// restart) and reads what was produced afterwards, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_member_survives_a_node_restart() {
+    init_logging();
+    let target = Target::karst();
+    if !target.serves_groups().await {
+        eprintln!("SKIPPED: this karst node does not advertise the group APIs");
+        return;
+    }
+    let Target::Karst(mut node) = target else {
+        unreachable!("Target::karst is a karst node")
+    };
+    let bootstrap = node.bootstrap();
+    let body = async {
+        let admin = karst::client::Admin::new(ClientConfig::new(&bootstrap))
+            .await
+            .unwrap();
+        admin
+            .create_topics(&[karst::client::NewTopic::new("restart", 3, 1)], false)
+            .await
+            .unwrap()[0]
+            .1
+            .clone()
+            .unwrap();
+        produce(&bootstrap, "restart", 0..30, 6).await;
+        let mut c = Consumer::new(group_config(&bootstrap, "g-restart"))
+            .await
+            .unwrap();
+        c.subscribe(vec!["restart".to_string()]).await.unwrap();
+        let mut seen = BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        while seen.len() < 30 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "read {}",
+                seen.len()
+            );
+            for r in c.poll(Duration::from_millis(100)).await.unwrap() {
+                assert!(seen.insert(value(&r)), "{} twice", value(&r));
+            }
+        }
+        c.commit_sync().await.unwrap();
+        c
+    };
+    let mut c = tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .expect("test timed out");
+    node.restart(&[
+        "--set",
+        "group.initial.rebalance.delay.ms=0",
+        "--set",
+        "group.min.session.timeout.ms=500",
+    ]);
+    let body = async {
+        produce(&bootstrap, "restart", 30..60, 6).await;
+        let mut after = BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        while after.len() < 30 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "read {} of 30 after the restart (generation {:?})",
+                after.len(),
+                c.generation_id()
+            );
+            for r in c.poll(Duration::from_millis(100)).await.unwrap() {
+                let v = value(&r);
+                assert!(v.as_str() >= "v00030", "{v} read again after the restart");
+                assert!(after.insert(v.clone()), "{v} twice");
+            }
+        }
+        c.commit_sync().await.unwrap();
+        let all: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("restart", p)).collect();
+        let committed: i64 = c
+            .committed(&all)
+            .await
+            .unwrap()
+            .values()
+            .map(|o| o.unwrap_or(0))
+            .sum();
+        assert_eq!(committed, 60);
+        c.close().await.unwrap();
+    };
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .expect("test timed out");
+}
