@@ -9,6 +9,8 @@
 //!   for a broker is sent as soon as its previous response is buffered, so network and
 //!   processing overlap (prefetch). A seek or re-assignment discards fetches already under way
 //!   (each carries the assignment epoch it was issued in).
+//! - Fetch goes up to v16 (topics by id from v13, ids from Metadata; by name up to v12 when
+//!   an id is unknown).
 //! - Positions advance past control batches and records below the fetch offset. NOT_LEADER /
 //!   UNKNOWN_TOPIC / lost connections refresh metadata and fetch again from the new leader;
 //!   OFFSET_OUT_OF_RANGE applies `auto.offset.reset`.
@@ -39,8 +41,11 @@ use super::group::GroupClient;
 use super::records::{decode_batches, Header};
 use super::{backoff_ms, ClientConfig, ClientError, Result, TopicPartition};
 
-/// Highest Fetch version filled in here (v13+ addresses topics by id).
-pub const FETCH_VERSION_CAP: i16 = 12;
+/// Highest Fetch version filled in here (librdkafka's); v13+ addresses topics by Metadata's
+/// topic ids, so a fetch for a topic whose id is unknown stays at the by-name cap.
+pub const FETCH_VERSION_CAP: i16 = 16;
+/// Highest Fetch version that addresses topics by name.
+pub const FETCH_BY_NAME_VERSION_CAP: i16 = 12;
 /// Highest ListOffsets version filled in here.
 pub const LIST_OFFSETS_VERSION_CAP: i16 = 7;
 /// ListOffsets special timestamps (Kafka protocol): latest and earliest.
@@ -515,6 +520,16 @@ impl Consumer {
         }
         for (node_id, asked) in by_node {
             let request = self.fetch_request(&asked);
+            // Topic ids of this request's topics, to name the topics of a v13+ response.
+            let mut ids: BTreeMap<uuid::Uuid, String> = BTreeMap::new();
+            for t in &request.topics {
+                ids.insert(t.topic_id, t.topic.0.to_string());
+            }
+            let cap = if ids.contains_key(&uuid::Uuid::nil()) {
+                FETCH_BY_NAME_VERSION_CAP
+            } else {
+                FETCH_VERSION_CAP
+            };
             self.in_flight.insert(node_id);
             let cluster = self.cluster.clone();
             let tx = self.results_tx.clone();
@@ -522,7 +537,15 @@ impl Consumer {
             tokio::spawn(async move {
                 let result = async {
                     let conn = cluster.connection(node_id).await?;
-                    conn.send(&request, FETCH_VERSION_CAP).await
+                    let mut response = conn.send(&request, cap).await?;
+                    for topic in &mut response.responses {
+                        if topic.topic.0.is_empty() {
+                            if let Some(name) = ids.get(&topic.topic_id) {
+                                topic.topic = TopicName(StrBytes::from_string(name.clone()));
+                            }
+                        }
+                    }
+                    Ok(response)
                 }
                 .await;
                 let _ = tx
@@ -552,6 +575,11 @@ impl Consumer {
                 _ => topics.push(
                     FetchTopic::default()
                         .with_topic(TopicName(StrBytes::from_string(tp.topic.clone())))
+                        .with_topic_id(
+                            self.cluster
+                                .topic(&tp.topic)
+                                .map_or(uuid::Uuid::nil(), |m| m.topic_id),
+                        )
                         .with_partitions(vec![partition]),
                 ),
             }
