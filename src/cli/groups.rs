@@ -109,6 +109,15 @@ async fn run_async(args: GroupsArgs) -> anyhow::Result<()> {
             for (group_id, result) in admin.describe_groups(&group).await? {
                 let description = result
                     .map_err(|e| anyhow::anyhow!("cannot describe group {group_id:?}: {e}"))?;
+                // Kafka describes an unknown group as Dead with no members.
+                if description.state == "Dead"
+                    && admin
+                        .list_consumer_group_offsets(&group_id)
+                        .await?
+                        .is_empty()
+                {
+                    anyhow::bail!("Consumer group '{group_id}' does not exist.");
+                }
                 if !members {
                     print_offsets(&admin, &description).await?;
                 }
