@@ -477,4 +477,21 @@ fn groups_describe_reset_offsets_and_delete() {
             .lines()
             .any(|l| l == "cg")
     );
+    let gone = karst(
+        &[
+            "groups",
+            "--bootstrap-server",
+            &b,
+            "describe",
+            "--group",
+            "cg",
+        ],
+        None,
+    );
+    assert!(!gone.status.success());
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        stderr.contains("Consumer group 'cg' does not exist."),
+        "{stderr}"
+    );
 }
