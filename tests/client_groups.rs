@@ -135,6 +135,7 @@ on_both!(group_resumes_at_its_commit, group_resume, groups: true);
 on_both!(two_groups_each_read_everything, two_groups, groups: true);
 on_both!(assign_mode_commits_with_generation_minus_one, assign_mode_commit, groups: true);
 on_both!(static_member_rejoins_with_its_partitions, static_membership, groups: true);
+on_both!(roundrobin_assignor_deals_in_a_circle, roundrobin_group, groups: true);
 
 /// Every record comes back once, at its reported offset, in the partition the Java client's
 /// murmur2 partitioner picks for its key, in per-partition order.
@@ -733,4 +734,42 @@ async fn group_member_survives_a_node_restart() {
     tokio::time::timeout(TEST_TIMEOUT, body)
         .await
         .expect("test timed out");
+}
+
+/// partition.assignment.strategy=roundrobin: the coordinator picks the protocol both members
+/// offer and the leader deals partitions in a circle (members by member id), so one member
+/// holds {0, 2} and the other {1, 3}, where range would give {0, 1} and {2, 3}.
+async fn roundrobin_group(target: &mut Target) {
+    let bootstrap = target.bootstrap();
+    target.create_topic("rr", 4).await;
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let config = ConsumerConfig {
+            partition_assignment_strategy: vec![karst::client::AssignmentStrategy::RoundRobin],
+            ..group_config(&bootstrap, "g-roundrobin")
+        };
+        let mut c = Consumer::new(config).await.unwrap();
+        c.subscribe(vec!["rr".to_string()]).await.unwrap();
+        consumers.push(c);
+    }
+    poll_until(
+        &mut consumers,
+        "two members sharing four partitions",
+        None,
+        |v| balanced(v, "rr", 4, 2),
+    )
+    .await;
+    let mut by_member: Vec<(String, Vec<i32>)> = consumers
+        .iter()
+        .map(|c| {
+            let parts = c.assignment().iter().map(|tp| tp.partition).collect();
+            (c.member_id().unwrap(), parts)
+        })
+        .collect();
+    by_member.sort();
+    assert_eq!(by_member[0].1, vec![0, 2], "{by_member:?}");
+    assert_eq!(by_member[1].1, vec![1, 3], "{by_member:?}");
+    for c in consumers {
+        c.close().await.unwrap();
+    }
 }
