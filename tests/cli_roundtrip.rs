@@ -235,3 +235,263 @@ fn clear_error_when_no_broker_listens() {
     assert!(stderr.contains(&addr), "{stderr}");
     assert!(stderr.contains("--bootstrap-server"), "{stderr}");
 }
+
+/// One row of `karst groups describe`'s offsets table: topic, partition, current offset, log
+/// end offset, lag, consumer id ("-" is None).
+type OffsetsRow = (String, i32, Option<i64>, i64, Option<i64>, String);
+
+/// The rows of the offsets table `karst groups describe` prints.
+fn offsets_table(out: &str) -> Vec<OffsetsRow> {
+    let mut rows = Vec::new();
+    let mut lines = out.lines().skip_while(|l| !l.contains("CURRENT-OFFSET"));
+    lines.next();
+    for line in lines.take_while(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        rows.push((
+            f[1].to_string(),
+            f[2].parse().unwrap(),
+            f[3].parse().ok(),
+            f[4].parse().unwrap(),
+            f[5].parse().ok(),
+            f[6].to_string(),
+        ));
+    }
+    rows
+}
+
+/// The NEW-OFFSET column of `karst groups reset-offsets`, by partition.
+fn reset_plan(out: &str) -> Vec<(i32, i64)> {
+    let mut lines = out.lines().skip_while(|l| !l.contains("NEW-OFFSET"));
+    lines.next();
+    lines
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[2].parse().unwrap(), f[3].parse().unwrap())
+        })
+        .collect()
+}
+
+/// kafka-consumer-groups.sh's workflow with `karst`: `consume --group` commits what it printed;
+/// `groups describe` shows committed offset, log end offset and lag per partition and the
+/// members with their assignments; `reset-offsets` is a dry run unless --execute, is refused
+/// while the group has members, and --to-earliest/--to-offset/--to-datetime/--to-latest land
+/// where Kafka's tool puts them; `groups delete` removes the group.
+#[test]
+fn groups_describe_reset_offsets_and_delete() {
+    let node = Node::start(&["--set", "group.initial.rebalance.delay.ms=0"]);
+    let b = node.bootstrap();
+    ok(&karst(
+        &[
+            "topics",
+            "--bootstrap-server",
+            &b,
+            "create",
+            "gt",
+            "--partitions",
+            "3",
+        ],
+        None,
+    ));
+    let input: String = (0..30).map(|i| format!("k{i}:v{i}\n")).collect();
+    ok(&karst(
+        &[
+            "produce",
+            "--bootstrap-server",
+            &b,
+            "--topic",
+            "gt",
+            "--key-separator",
+            ":",
+        ],
+        Some(input.as_bytes()),
+    ));
+    let consume = |max: &str| {
+        ok(&karst(
+            &[
+                "consume",
+                "--bootstrap-server",
+                &b,
+                "--topic",
+                "gt",
+                "--group",
+                "cg",
+                "--from-beginning",
+                "--max-messages",
+                max,
+                "--timeout-ms",
+                "10000",
+            ],
+            None,
+        ))
+    };
+    let first = consume("10");
+    assert_eq!(first.lines().count(), 10);
+    assert!(
+        ok(&karst(&["groups", "--bootstrap-server", &b, "list"], None))
+            .lines()
+            .any(|l| l == "cg")
+    );
+
+    let describe = || {
+        ok(&karst(
+            &[
+                "groups",
+                "--bootstrap-server",
+                &b,
+                "describe",
+                "--group",
+                "cg",
+            ],
+            None,
+        ))
+    };
+    let out = describe();
+    assert!(
+        out.contains("Consumer group 'cg' has no active members."),
+        "{out}"
+    );
+    let rows = offsets_table(&out);
+    assert_eq!(rows.len(), 3, "{out}");
+    let committed: i64 = rows.iter().map(|r| r.2.unwrap_or(0)).sum();
+    let ends: i64 = rows.iter().map(|r| r.3).sum();
+    let lag: i64 = rows.iter().map(|r| r.4.unwrap_or(r.3)).sum();
+    assert_eq!((committed, ends, lag), (10, 30, 20), "{out}");
+
+    let reset = |extra: &[&str]| {
+        let mut args = vec![
+            "groups",
+            "--bootstrap-server",
+            &b,
+            "reset-offsets",
+            "--group",
+            "cg",
+            "--topic",
+            "gt",
+        ];
+        args.extend_from_slice(extra);
+        karst(&args, None)
+    };
+    // Dry run: a plan of zeros, nothing changed.
+    let plan = reset_plan(&ok(&reset(&["--to-earliest"])));
+    assert_eq!(plan, vec![(0, 0), (1, 0), (2, 0)]);
+    let committed_after: i64 = offsets_table(&describe())
+        .iter()
+        .map(|r| r.2.unwrap_or(0))
+        .sum();
+    assert_eq!(committed_after, 10, "a dry run changes nothing");
+    // --to-offset is clamped to each partition's range.
+    ok(&reset(&["--to-offset", "4", "--execute"]));
+    for r in offsets_table(&describe()) {
+        assert_eq!(r.2, Some(4.min(r.3)), "{r:?}");
+    }
+    // A datetime before every record is the beginning, one after them all is the end.
+    ok(&reset(&[
+        "--to-datetime",
+        "1970-01-01T00:00:00.000",
+        "--execute",
+    ]));
+    for r in offsets_table(&describe()) {
+        assert_eq!((r.2, r.4), (Some(0), Some(r.3)), "{r:?}");
+    }
+    // From the beginning again: the group reads all 30.
+    let all = consume("30");
+    let mut values: Vec<&str> = all.lines().collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 30);
+    ok(&reset(&[
+        "--to-datetime",
+        "2999-01-01T00:00:00Z",
+        "--execute",
+    ]));
+    for r in offsets_table(&describe()) {
+        assert_eq!((r.2, r.4), (Some(r.3), Some(0)), "{r:?}");
+    }
+    ok(&reset(&["--to-earliest", "--execute"]));
+
+    // With a live member: describe shows it and its partitions; reset is refused.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut member = runtime.block_on(async {
+        let mut c = karst::client::Consumer::new(karst::client::ConsumerConfig {
+            client: karst::client::ClientConfig {
+                client_id: "member-one".to_string(),
+                ..karst::client::ClientConfig::new(&b)
+            },
+            group_id: Some("cg".to_string()),
+            ..karst::client::ConsumerConfig::default()
+        })
+        .await
+        .unwrap();
+        c.subscribe(vec!["gt".to_string()]).await.unwrap();
+        for _ in 0..100 {
+            c.poll(std::time::Duration::from_millis(100)).await.unwrap();
+            if c.assignment().len() == 3 {
+                break;
+            }
+        }
+        assert_eq!(c.assignment().len(), 3);
+        c
+    });
+    let member_id = member.member_id().unwrap();
+    let out = describe();
+    for r in offsets_table(&out) {
+        assert_eq!(r.5, member_id, "{out}");
+    }
+    let members_line = out
+        .lines()
+        .find(|l| l.starts_with("cg") && l.contains("member-one") && l.contains("gt-0"))
+        .unwrap_or_else(|| panic!("no member row in {out}"));
+    assert!(members_line.contains(&member_id), "{members_line}");
+    assert!(out.contains("state Stable"), "{out}");
+    let refused = reset(&["--to-latest", "--execute"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("inactive"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let delete = [
+        "groups",
+        "--bootstrap-server",
+        &b,
+        "delete",
+        "--group",
+        "cg",
+    ];
+    assert!(
+        !karst(&delete, None).status.success(),
+        "a group with members is not deleted"
+    );
+    runtime.block_on(async {
+        member
+            .poll(std::time::Duration::from_millis(10))
+            .await
+            .unwrap();
+        member.close().await.unwrap();
+    });
+    let out = ok(&karst(&delete, None));
+    assert!(out.contains("Deletion of requested consumer groups ('cg') was successful."));
+    assert!(
+        !ok(&karst(&["groups", "--bootstrap-server", &b, "list"], None))
+            .lines()
+            .any(|l| l == "cg")
+    );
+    let gone = karst(
+        &[
+            "groups",
+            "--bootstrap-server",
+            &b,
+            "describe",
+            "--group",
+            "cg",
+        ],
+        None,
+    );
+    assert!(!gone.status.success());
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        stderr.contains("Consumer group 'cg' does not exist."),
+        "{stderr}"
+    );
+}
