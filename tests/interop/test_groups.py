@@ -1,0 +1,451 @@
+"""Consumer groups (issue 6) with real clients: librdkafka (confluent-kafka), kafka-python,
+aiokafka and kcat, against a karst node.
+
+Each member runs in its own process (group_member.py), so one can be SIGKILLed and vanish
+without LeaveGroup. The nodes start with group.initial.rebalance.delay.ms=0 and
+group.min.session.timeout.ms=500 (groups.KARST_GROUP_SETTINGS), members use short session
+timeouts, and every wait is bounded.
+
+The tests were checked against librdkafka's mock cluster, a reference implementation of the
+classic group protocol: set KARST_GROUPS_REFERENCE=mock to run every test that the mock can
+serve against it as well (the restart and admin tests cannot: the mock keeps nothing across a
+restart and has no ListGroups, DescribeGroups or DeleteGroups). A test that passes against the
+mock and fails against karst points at a karst bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+
+import confluent_kafka
+import pytest
+from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+import groups as g
+import helpers as h
+import wire
+from conftest import unique_topic
+
+PARTITIONS = 6
+CLIENTS = ["confluent", "kafka-python"]
+KCAT = shutil.which("kcat") or shutil.which("kafkacat")
+# Rebalance round trips, heartbeat intervals and reports through pipes, on a shared machine.
+SLACK_S = 8.0
+
+BACKENDS = ["karst"] + (["mock"] if os.environ.get("KARST_GROUPS_REFERENCE") == "mock" else [])
+
+
+GROUP_APIS = {8: "OffsetCommit", 9: "OffsetFetch", 10: "FindCoordinator", 11: "JoinGroup",
+              12: "Heartbeat", 13: "LeaveGroup", 14: "SyncGroup"}
+
+
+@pytest.fixture
+def karst_group_node(node_factory):
+    node = node_factory(dict(g.KARST_GROUP_SETTINGS))
+    with wire.Conn(node.bootstrap) as conn:
+        keys = wire.api_versions(conn, 3).api_keys
+    missing = [name for k, name in GROUP_APIS.items() if k not in keys]
+    assert not missing, f"librdkafka uses groups only if all seven are advertised: {missing}"
+    return node
+
+
+@pytest.fixture(params=BACKENDS)
+def cluster(request):
+    if request.param == "karst":
+        c = g.KarstCluster(request.getfixturevalue("karst_group_node"))
+    else:
+        c = g.MockReference()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def members():
+    started: list[g.Member] = []
+    yield started
+    g.close_all(started)
+
+
+def spawn(started, cluster, client, group, topic, n=1, **kw) -> list[g.Member]:
+    new = [g.Member(cluster, client, group, topic, PARTITIONS, name=f"{client}#{len(started) + i}",
+                    **kw) for i in range(n)]
+    started.extend(new)
+    return new
+
+
+def records_of(ms) -> list[tuple[int, int]]:
+    out = []
+    for m in ms:
+        with m.lock:
+            out += m.records
+    return out
+
+
+def assert_each_exactly_once(got: list[tuple[int, int]], expected: dict[int, range], what: str):
+    want = sorted((p, o) for p, r in expected.items() for o in r)
+    dups = len(got) - len(set(got))
+    assert dups == 0, f"{what}: {dups} records delivered more than once"
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    assert not missing and not extra, (f"{what}: missing {len(missing)} e.g. {missing[:5]}, "
+                                       f"unexpected {len(extra)} e.g. {extra[:5]}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Membership and assignment
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_three_members_split_six_partitions_and_leave_rebalances(cluster, members, client):
+    """JoinGroup/SyncGroup: the leader's assignment (range) is relayed to every member: three
+    members on six partitions get two each, disjoint, covering all. LeaveGroup: the group
+    rebalances without waiting for the leaver's session timeout to expire (6 s here; Kafka
+    completes the rebalance as soon as the remaining members rejoin, librdkafka's mock waits
+    up to the session timeout minus 1 s for them)."""
+    session_ms = 6000
+    topic = unique_topic("grp3")
+    cluster.create_topic(topic, PARTITIONS)
+    group = unique_topic("g")
+    ms = spawn(members, cluster, client, group, topic, 3, session_timeout_ms=session_ms)
+    g.wait_balanced(ms, PARTITIONS, 30, "three members sharing six partitions")
+    assert sorted(len(m.assigned) for m in ms) == [2, 2, 2]
+
+    left_at = time.monotonic()
+    ms[0].close()
+    g.wait_balanced(ms, PARTITIONS, session_ms / 1000 + 1,
+                    "two members covering all six after LeaveGroup")
+    took = time.monotonic() - left_at
+    assert took < session_ms / 1000, f"rebalance after LeaveGroup took {took:.2f}s"
+    assert sorted(len(m.assigned) for m in ms[1:]) == [3, 3], [m.assigned for m in ms]
+    print(f"rebalance after LeaveGroup: {took:.2f}s")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_killed_member_expires_after_session_timeout(cluster, members, client):
+    """A member that dies (SIGKILL, no LeaveGroup) stops heartbeating; the coordinator expires
+    it after session.timeout.ms and the survivors take over all its partitions."""
+    session_ms = 2000
+    topic = unique_topic("grpkill")
+    cluster.create_topic(topic, PARTITIONS)
+    group = unique_topic("g")
+    ms = spawn(members, cluster, client, group, topic, 3, session_timeout_ms=session_ms)
+    g.wait_balanced(ms, PARTITIONS, 30, "three members sharing six partitions")
+    victim_partitions = list(ms[1].assigned)
+    killed_at = time.monotonic()
+    ms[1].kill()
+    g.wait_balanced(ms, PARTITIONS, session_ms / 1000 + SLACK_S,
+                    f"survivors covering all six after a SIGKILL (victim had "
+                    f"{victim_partitions})")
+    took = time.monotonic() - killed_at
+    assert sorted(len(m.assigned) for m in ms if not m.dead) == [3, 3]
+    print(f"rebalance after SIGKILL: {took:.2f}s (session timeout {session_ms} ms)")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_group_restart_resumes_at_committed_offsets(cluster, members, client):
+    """OffsetCommit/OffsetFetch: a group that commits, stops, and starts again resumes each
+    partition exactly at the committed offset (the next record to read): nothing before it is
+    delivered again and nothing after it is skipped. The commits are mid-stream (not at the end)
+    and differ per partition."""
+    topic = unique_topic("grpresume")
+    cluster.create_topic(topic, PARTITIONS)
+    group = unique_topic("g")
+    per_part = g.produce_spread(cluster.bootstrap, topic, PARTITIONS, 600, "a")
+    first = spawn(members, cluster, client, group, topic, 2, session_timeout_ms=6000)
+    g.wait_balanced(first, PARTITIONS, 30, "first incarnation of the group")
+    g.wait_for(lambda: len(set(records_of(first))) >= 600, 30, "first incarnation reads all",
+               first)
+    commit_at = {p: 10 + 13 * p for p in range(PARTITIONS)}
+    for m in first:
+        mine = {p: commit_at[p] for p in m.assigned}
+        seen = m.commit(mine)
+        for p, o in mine.items():
+            assert seen[p] == o, f"committed() after commit: {seen}, committed {mine}"
+    g.close_all(first)
+
+    # The second incarnation holds every partition until the group is stable, so no partition
+    # moves between members (which would legitimately re-deliver) once records flow.
+    g.produce_spread(cluster.bootstrap, topic, PARTITIONS, 120, "b")
+    ends = {p: per_part[p] + 20 for p in range(PARTITIONS)}
+    second = spawn(members, cluster, client, group, topic, 2, session_timeout_ms=6000,
+                   hold=True)
+    g.wait_balanced(second, PARTITIONS, 30, "second incarnation of the group")
+    assert not records_of(second), "records delivered while held"
+    for m in second:
+        m.go()
+    want = sum(ends[p] - commit_at[p] for p in range(PARTITIONS))
+    g.wait_for(lambda: len(records_of(second)) >= want, 30,
+               f"second incarnation reads {want} records", second)
+    time.sleep(0.5)  # anything delivered beyond the expected set shows up as extra
+    assert_each_exactly_once(records_of(second),
+                             {p: range(commit_at[p], ends[p]) for p in range(PARTITIONS)},
+                             "after restarting the group")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_two_groups_each_get_every_record(cluster, members, client):
+    """Groups are independent: every record of the topic goes to one member of each group."""
+    topic = unique_topic("grp2")
+    cluster.create_topic(topic, PARTITIONS)
+    ga, gb = unique_topic("ga"), unique_topic("gb")
+    g.produce_spread(cluster.bootstrap, topic, PARTITIONS, 600, "x")
+    a = spawn(members, cluster, client, ga, topic, 2, session_timeout_ms=6000, hold=True)
+    b = spawn(members, cluster, client, gb, topic, 1, session_timeout_ms=6000, hold=True)
+    g.wait_balanced(a, PARTITIONS, 30, "group A")
+    g.wait_balanced(b, PARTITIONS, 30, "group B")
+    for m in a + b:
+        m.go()
+    g.wait_for(lambda: len(records_of(a)) >= 600 and len(records_of(b)) >= 600, 30,
+               "both groups read all 600", a + b)
+    time.sleep(0.3)
+    every = {p: range(0, 100) for p in range(PARTITIONS)}
+    assert_each_exactly_once(records_of(a), every, "group A")
+    assert_each_exactly_once(records_of(b), every, "group B")
+
+
+def test_mixed_group_librdkafka_and_kafka_python(cluster, members):
+    """One group, two implementations: both default to ["range", "roundrobin"], JoinGroup picks
+    a protocol every member supports, and the leader's assignment (encoded by one library) is
+    decoded by the other: three partitions each, disjoint, covering all."""
+    topic = unique_topic("grpmix")
+    cluster.create_topic(topic, PARTITIONS)
+    group = unique_topic("g")
+    ms = (spawn(members, cluster, "confluent", group, topic, 1, session_timeout_ms=6000)
+          + spawn(members, cluster, "kafka-python", group, topic, 1, session_timeout_ms=6000))
+    g.wait_balanced(ms, PARTITIONS, 30, "mixed librdkafka + kafka-python group")
+    assert sorted(len(m.assigned) for m in ms) == [3, 3]
+
+
+# ----------------------------------------------------------------------------------------------
+# Third and fourth implementations
+
+
+def test_aiokafka_group_members(cluster, members):
+    """aiokafka (asyncio, its own protocol code): two members split six partitions (its default
+    roundrobin), commit, and the committed offsets read back."""
+    topic = unique_topic("grpaio")
+    cluster.create_topic(topic, PARTITIONS)
+    group = unique_topic("g")
+    g.produce_spread(cluster.bootstrap, topic, PARTITIONS, 120, "aio")
+    ms = spawn(members, cluster, "aiokafka", group, topic, 2, session_timeout_ms=6000,
+               hold=True)
+    g.wait_balanced(ms, PARTITIONS, 40, "two aiokafka members")
+    for m in ms:
+        m.go()
+    g.wait_for(lambda: len(records_of(ms)) >= 120, 30, "aiokafka members read all", ms)
+    assert_each_exactly_once(records_of(ms), {p: range(20) for p in range(PARTITIONS)}, "aiokafka")
+    for m in ms:
+        mine = {p: 20 for p in m.assigned}
+        seen = m.commit(mine)
+        assert all(seen[p] == 20 for p in mine), seen
+
+
+@pytest.mark.skipif(KCAT is None, reason="kcat not installed (tools/test installs it)")
+def test_kcat_balanced_consumer(cluster):
+    """kcat -G (balanced consumer on Debian's librdkafka 2.0.2): reads every record, commits on
+    exit (auto commit), and a second run of the same group resumes after the commit."""
+    topic = unique_topic("grpkcat")
+    cluster.create_topic(topic, PARTITIONS)
+    group = unique_topic("g")
+    g.produce_spread(cluster.bootstrap, topic, PARTITIONS, 60, "k")
+
+    def run() -> list[tuple[int, int]]:
+        proc = subprocess.run(
+            # No -o: with -G, kcat would assign every partition at that offset, overriding the
+            # committed ones; auto.offset.reset applies only where nothing is committed.
+            [KCAT, "-b", cluster.bootstrap, "-G", group, "-e", "-q",
+             "-f", "%p %o\n", "-X", "session.timeout.ms=6000", "-X", "auto.offset.reset=earliest",
+             "-X", "auto.commit.interval.ms=100", topic],
+            capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, f"kcat -G exited {proc.returncode}: {proc.stderr[-2000:]}"
+        assert "underflow" not in proc.stderr.lower(), proc.stderr
+        return [tuple(map(int, line.split())) for line in proc.stdout.splitlines()]
+
+    got = run()
+    assert_each_exactly_once(got, {p: range(10) for p in range(PARTITIONS)}, "kcat -G")
+    c = h.consumer_confluent(cluster.bootstrap, {"group.id": group})
+    try:
+        committed = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)],
+                                timeout=10)
+    finally:
+        c.close()
+    assert {tp.partition: tp.offset for tp in committed} == {p: 10 for p in range(PARTITIONS)}
+    g.produce_spread(cluster.bootstrap, topic, PARTITIONS, 12, "k2")
+    assert_each_exactly_once(run(), {p: range(10, 12) for p in range(PARTITIONS)},
+                             "kcat -G second run")
+
+
+# ----------------------------------------------------------------------------------------------
+# Durability across node restarts (karst only: the mock keeps nothing across a restart)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill-9"])
+def test_committed_offsets_and_group_survive_node_restart(karst_group_node, members, how):
+    """Committed offsets live in __consumer_offsets: once OffsetCommit is acknowledged they
+    survive a clean restart and a kill -9 (a process kill keeps the page cache), and the group
+    resumes from them on the restarted node."""
+    node = karst_group_node
+    cluster = g.KarstCluster(node)
+    topic = unique_topic("grpnode")
+    cluster.create_topic(topic, PARTITIONS)
+    group = unique_topic("g")
+    g.produce_spread(cluster.bootstrap, topic, PARTITIONS, 120, "n")
+    first = spawn(members, cluster, "confluent", group, topic, 1, session_timeout_ms=6000)
+    g.wait_for(lambda: len(records_of(first)) >= 120, 30, "first member reads all", first)
+    commit_at = {p: 3 + p for p in range(PARTITIONS)}
+    assert first[0].commit(commit_at) == commit_at
+    if how == "sigterm":
+        g.close_all(first)
+        assert node.stop() == 0, node.log_tail()
+    else:
+        node.kill()
+        first[0].stop_quietly()
+    node.start()
+
+    c = h.consumer_confluent(node.bootstrap, {"group.id": group})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                got = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)],
+                                  timeout=10)
+                break
+            except confluent_kafka.KafkaException:
+                # The coordinator may still be loading __consumer_offsets.
+                assert time.monotonic() < deadline, "OffsetFetch kept failing after restart"
+                time.sleep(0.5)
+    finally:
+        c.close()
+    assert {tp.partition: tp.offset for tp in got} == commit_at, node.log_tail()
+
+    admin = AdminClient({"bootstrap.servers": node.bootstrap, "logger": h.RDKAFKA_LOG})
+    listed = admin.list_consumer_groups(request_timeout=15).result(timeout=20)
+    assert group in {x.group_id for x in listed.valid}, (listed.valid, listed.errors)
+
+    second = spawn(members, cluster, "confluent", group, topic, 1, session_timeout_ms=6000)
+    want = sum(20 - commit_at[p] for p in range(PARTITIONS))
+    g.wait_for(lambda: len(records_of(second)) >= want, 30, "restarted group reads", second)
+    time.sleep(0.3)
+    assert_each_exactly_once(records_of(second),
+                             {p: range(commit_at[p], 20) for p in range(PARTITIONS)},
+                             "after node restart")
+
+
+# ----------------------------------------------------------------------------------------------
+# Admin APIs (karst only: the mock has no ListGroups, DescribeGroups or DeleteGroups)
+
+
+def test_confluent_admin_groups(karst_group_node, members):
+    """ListGroups, DescribeGroups (state, protocol, members, assignments), OffsetFetch for a
+    group, OffsetCommit from an admin on an empty group, DeleteGroups (non-empty groups cannot
+    be deleted: NON_EMPTY_GROUP)."""
+    cluster = g.KarstCluster(karst_group_node)
+    topic = unique_topic("grpadm")
+    cluster.create_topic(topic, PARTITIONS)
+    group = unique_topic("g")
+    g.produce_spread(cluster.bootstrap, topic, PARTITIONS, 60, "adm")
+    ms = spawn(members, cluster, "confluent", group, topic, 2, session_timeout_ms=6000)
+    g.wait_balanced(ms, PARTITIONS, 30, "two members")
+    for m in ms:
+        m.commit({p: 4 for p in m.assigned})
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap, "logger": h.RDKAFKA_LOG})
+
+    listed = admin.list_consumer_groups(request_timeout=15).result(timeout=20)
+    mine = [x for x in listed.valid if x.group_id == group]
+    assert len(mine) == 1, (listed.valid, listed.errors)
+    assert mine[0].state == ConsumerGroupState.STABLE, mine[0].state
+    assert not mine[0].is_simple_consumer_group
+
+    desc = admin.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=20)
+    assert desc.state == ConsumerGroupState.STABLE, desc.state
+    assert desc.partition_assignor in ("range", "roundrobin"), desc.partition_assignor
+    assert len(desc.members) == 2
+    assigned = sorted(tp.partition for mem in desc.members
+                      for tp in mem.assignment.topic_partitions if tp.topic == topic)
+    assert assigned == list(range(PARTITIONS)), assigned
+
+    res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                            request_timeout=15)[group].result(timeout=20)
+    assert {tp.partition: tp.offset for tp in res.topic_partitions if tp.topic == topic} == {
+        p: 4 for p in range(PARTITIONS)}
+
+    deleted = admin.delete_consumer_groups([group], request_timeout=15)[group]
+    with pytest.raises(confluent_kafka.KafkaException) as err:
+        deleted.result(timeout=20)
+    assert err.value.args[0].code() == confluent_kafka.KafkaError.NON_EMPTY_GROUP, err.value
+
+    g.close_all(ms)
+    g.wait_for(lambda: admin.describe_consumer_groups([group], request_timeout=10)[group]
+               .result(timeout=15).state == ConsumerGroupState.EMPTY, 20, "group empty")
+    admin.alter_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, 7)
+                                              for p in range(PARTITIONS)])],
+        request_timeout=15)[group].result(timeout=20)
+    res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                            request_timeout=15)[group].result(timeout=20)
+    assert {tp.partition: tp.offset for tp in res.topic_partitions if tp.topic == topic} == {
+        p: 7 for p in range(PARTITIONS)}
+
+    admin.delete_consumer_groups([group], request_timeout=15)[group].result(timeout=20)
+    listed = admin.list_consumer_groups(request_timeout=15).result(timeout=20)
+    assert group not in {x.group_id for x in listed.valid}
+    res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                            request_timeout=15)[group].result(timeout=20)
+    assert all(tp.offset < 0 for tp in res.topic_partitions), res.topic_partitions
+
+
+def test_kafka_python_admin_groups(karst_group_node, members):
+    """kafka-python 3.0's KafkaAdminClient (list_groups, describe_groups, list_group_offsets,
+    alter_group_offsets, delete_groups; 2.x called them list_consumer_groups etc.): ListGroups,
+    DescribeGroups with the members' subscription and assignment decoded, OffsetFetch for a
+    group, OffsetCommit from an admin on an empty group, DeleteGroups."""
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    cluster = g.KarstCluster(karst_group_node)
+    topic = unique_topic("grpkadm")
+    cluster.create_topic(topic, PARTITIONS)
+    group = unique_topic("g")
+    ms = spawn(members, cluster, "kafka-python", group, topic, 2, session_timeout_ms=6000)
+    g.wait_balanced(ms, PARTITIONS, 30, "two kafka-python members")
+    for m in ms:
+        m.commit({p: 2 for p in m.assigned})
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=20000)
+    try:
+        listed = {x["group_id"]: x for x in admin.list_groups()}
+        assert group in listed, listed
+        assert listed[group]["protocol_type"] == "consumer"
+        assert listed[group]["group_state"] == "Stable", listed[group]
+        desc = admin.describe_groups([group])[group]
+        assert desc["error"] is None, desc
+        assert desc["group_state"] == "Stable", desc
+        assert desc["protocol_type"] == "consumer"
+        assert desc["protocol_data"] in ("range", "roundrobin"), desc
+        assert len(desc["members"]) == 2, desc["members"]
+        owned = sorted(p for mem in desc["members"]
+                       for a in mem["member_assignment"]["assigned_partitions"]
+                       if a["topic"] == topic for p in a["partitions"])
+        assert owned == list(range(PARTITIONS)), desc["members"]
+        assert all(mem["member_metadata"]["topics"] == [topic] for mem in desc["members"])
+        offsets = admin.list_group_offsets({group: None})[group]
+        assert {tp.partition: om.offset for tp, om in offsets.items()
+                if tp.topic == topic} == {p: 2 for p in range(PARTITIONS)}, offsets
+
+        g.close_all(ms)
+        g.wait_for(lambda: admin.describe_groups([group])[group]["group_state"] == "Empty",
+                   20, "group empty after both members left")
+        admin.alter_group_offsets(group, {KTopicPartition(topic, p): OffsetAndMetadata(5, "", -1)
+                                          for p in range(PARTITIONS)})
+        offsets = admin.list_group_offsets({group: None})[group]
+        assert {tp.partition: om.offset for tp, om in offsets.items()
+                if tp.topic == topic} == {p: 5 for p in range(PARTITIONS)}, offsets
+        admin.delete_groups([group])
+        assert group not in {x["group_id"] for x in admin.list_groups()}
+    finally:
+        admin.close()
