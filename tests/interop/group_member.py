@@ -7,7 +7,11 @@ without LeaveGroup) and run members of different client libraries side by side.
 
 Reports on stdout, one JSON object a line, flushed:
     {"ev": "ready"}                          consumer created and subscribed
-    {"ev": "assigned", "p": [0, 1]}          whenever its assignment changes (sorted)
+    {"ev": "assigned", "p": [0, 1]}          whenever its assignment changes (sorted), as seen
+                                             between polls
+    {"ev": "revoked", "p": [0, 1]}           every revocation callback (each rebalance the
+                                             member takes part in, even if too quick for
+                                             "assigned" to show a change)
     {"ev": "rec", "p": 0, "o": 5}            every record received
     {"ev": "committed", "offsets": {"0": 5}} after a `commit` command: what OffsetFetch returns
     {"ev": "error", "msg": "..."}            consumer errors (the test decides what they mean)
@@ -76,7 +80,11 @@ def run_confluent(args, commands: queue.Queue):
         if held[0] and partitions:
             c.pause(partitions)
 
-    consumer.subscribe([args.topic], on_assign=on_assign)
+    def on_revoke(_c, partitions):
+        # The library unassigns after this returns (eager protocol).
+        emit(ev="revoked", p=sorted(tp.partition for tp in partitions))
+
+    consumer.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke)
     emit(ev="ready")
     last = None
     deadline = time.monotonic() + args.lifetime_s
@@ -138,7 +146,7 @@ def run_kafka_python(args, commands: queue.Queue):
 
     class Listener(ConsumerRebalanceListener):
         def on_partitions_revoked(self, revoked):
-            pass
+            emit(ev="revoked", p=sorted(tp.partition for tp in revoked))
 
         def on_partitions_assigned(self, assigned):
             if held[0] and assigned:
@@ -207,7 +215,7 @@ def run_aiokafka(args, commands: queue.Queue):
 
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):
-                pass
+                emit(ev="revoked", p=sorted(tp.partition for tp in revoked))
 
             def on_partitions_assigned(self, assigned):
                 if held[0] and assigned:

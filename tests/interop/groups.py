@@ -129,6 +129,7 @@ class Member:
         self.records: list[tuple[int, int]] = []
         self.committed: dict[int, int] | None = None
         self.errors: list[str] = []
+        self.revocations = 0
         self.ready = False
         self.closed = False
         self.dead = False
@@ -149,6 +150,8 @@ class Member:
                     self.assigned_at = time.monotonic()
                 elif kind == "committed":
                     self.committed = {int(p): o for p, o in ev["offsets"].items()}
+                elif kind == "revoked":
+                    self.revocations += 1
                 elif kind == "error":
                     self.errors.append(ev["msg"])
                 elif kind == "ready":

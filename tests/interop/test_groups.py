@@ -24,7 +24,7 @@ import time
 import confluent_kafka
 import pytest
 from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewPartitions
 
 import groups as g
 import helpers as h
@@ -219,6 +219,93 @@ def test_mixed_group_librdkafka_and_kafka_python(cluster, members):
           + spawn(members, cluster, "kafka-python", group, topic, 1, session_timeout_ms=6000))
     g.wait_balanced(ms, PARTITIONS, 30, "mixed librdkafka + kafka-python group")
     assert sorted(len(m.assigned) for m in ms) == [3, 3]
+
+
+@pytest.mark.parametrize("who", [
+    "follower",
+    pytest.param("leader", marks=pytest.mark.xfail(strict=True, reason=(
+        "karst bug: a static leader's restart rebalances the group "
+        "(coordinator/handlers.rs replace_static_member rebalances when was_leader; Kafka "
+        "keeps the generation and answers the rejoin with the old leader id)"))),
+])
+def test_static_member_restart_keeps_assignment_without_rebalance(karst_group_node, members,
+                                                                  who):
+    """KIP-345 static membership: a member with group.instance.id that dies and comes back
+    within session.timeout.ms gets its old partitions back, and the group does not rebalance:
+    the other member's assignment is never revoked. Kafka does this for the group's leader too
+    (it answers the rejoin with the old leader id, so the restarted member does not compute a
+    new assignment). The first member to join an empty group becomes its leader and stays
+    leader while it keeps rejoining. librdkafka's mock cluster rebalances on every static
+    rejoin, so there is no mock variant."""
+    cluster = g.KarstCluster(karst_group_node)
+    topic = unique_topic("grpstatic")
+    cluster.create_topic(topic, PARTITIONS)
+    group = unique_topic("g")
+    session_ms = 10000
+    leader = spawn(members, cluster, "confluent", group, topic, 1,
+                   session_timeout_ms=session_ms, instance_id="static-leader")
+    g.wait_balanced(leader, PARTITIONS, 30, "the first (leader) static member")
+    follower = spawn(members, cluster, "confluent", group, topic, 1,
+                     session_timeout_ms=session_ms, instance_id="static-follower")
+    g.wait_balanced(leader + follower, PARTITIONS, 30, "two static members")
+    time.sleep(1.0)  # settled: nothing left of the joins in flight
+    victim, other = (leader, follower) if who == "leader" else (follower, leader)
+    before_victim = list(victim[0].assigned)
+    before_other, other_revocations = list(other[0].assigned), other[0].revocations
+    victim[0].kill()
+    back = spawn(members, cluster, "confluent", group, topic, 1, session_timeout_ms=session_ms,
+                 instance_id=victim[0].proc.args[victim[0].proc.args.index("--instance-id") + 1])
+    g.wait_for(lambda: back[0].assigned, session_ms / 1000 - 2,
+               "the restarted static member gets partitions", leader + follower + back)
+    assert back[0].assigned == before_victim, (back[0].assigned, before_victim)
+    time.sleep(1.0)
+    assert other[0].assigned == before_other and other[0].revocations == other_revocations, (
+        f"the other member's assignment was revoked and given again: the group rebalanced for "
+        f"a static {who} rejoin")
+
+
+def test_partition_growth_rebalances(karst_group_node, members):
+    """Members rejoin when a subscribed topic gains partitions (the client notices in Metadata;
+    the coordinator must run a new generation for the rejoin): two members then cover 9."""
+    cluster = g.KarstCluster(karst_group_node)  # the mock has no CreatePartitions
+    topic = unique_topic("grpgrow")
+    cluster.create_topic(topic, PARTITIONS)
+    group = unique_topic("g")
+    ms = spawn(members, cluster, "confluent", group, topic, 2, session_timeout_ms=6000)
+    g.wait_balanced(ms, PARTITIONS, 30, "two members on six partitions")
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap, "logger": h.RDKAFKA_LOG})
+    admin.create_partitions([NewPartitions(topic, 9)], request_timeout=15)[topic].result(
+        timeout=20)
+    g.wait_balanced(ms, 9, 30, "two members covering nine partitions after CreatePartitions")
+
+
+def test_commit_metadata_round_trip_and_limit(karst_group_node):
+    """OffsetCommit stores each partition's metadata string and OffsetFetch returns it; a
+    simple consumer (assign, no membership, generation -1) may commit for an empty group; a
+    metadata string over offset.metadata.max.bytes (4096) gets OFFSET_METADATA_TOO_LARGE and is
+    not stored."""
+    cluster = g.KarstCluster(karst_group_node)  # the mock does not limit metadata size
+    topic = unique_topic("grpmeta")
+    cluster.create_topic(topic, 2)
+    group = unique_topic("g")
+    c = h.consumer_confluent(cluster.bootstrap, {"group.id": group})
+    try:
+        c.assign([TopicPartition(topic, 0), TopicPartition(topic, 1)])
+        c.commit(offsets=[TopicPartition(topic, 0, 42, metadata="checkpoint-0"),
+                          TopicPartition(topic, 1, 7, metadata="")], asynchronous=False)
+        got = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
+        assert [(tp.offset, tp.metadata) for tp in got] == [(42, "checkpoint-0"), (7, "")], got
+        with pytest.raises(confluent_kafka.KafkaException) as err:
+            c.commit(offsets=[TopicPartition(topic, 0, 50, metadata="x" * 5000)],
+                     asynchronous=False)
+        codes = {e.code() for e in [err.value.args[0]]}
+        tps = getattr(err.value.args[0], "partitions", None)
+        assert codes & {confluent_kafka.KafkaError.OFFSET_METADATA_TOO_LARGE,
+                        confluent_kafka.KafkaError._PARTITION_EOF} or tps, err.value
+        got = c.committed([TopicPartition(topic, 0)], timeout=10)
+        assert got[0].offset == 42, f"rejected commit moved the offset: {got}"
+    finally:
+        c.close()
 
 
 # ----------------------------------------------------------------------------------------------
