@@ -308,6 +308,65 @@ def test_commit_metadata_round_trip_and_limit(karst_group_node):
         c.close()
 
 
+ILLEGAL_GENERATION = 22
+UNKNOWN_MEMBER_ID = 25
+
+
+def raw_offset_commit(bootstrap: str, group: str, generation: int, member_id: str, topic: str,
+                      offsets: dict[int, int]) -> dict[int, int]:
+    """OffsetCommit v2 over a raw connection (the client libraries never send a stale
+    generation on purpose). Returns partition -> error code."""
+    body = (wire.string(group) + wire.i32(generation) + wire.string(member_id) + wire.i64(-1)
+            + wire.array([wire.string(topic) + wire.array([
+                wire.i32(p) + wire.i64(o) + wire.string("") for p, o in offsets.items()])]))
+    with wire.Conn(bootstrap) as conn:
+        r = conn.recv(conn.send(8, 2, body, flexible=False), flexible_header=False)
+        out = {}
+        for _ in range(r.i32()):
+            assert r.string() == topic
+            for _ in range(r.i32()):
+                p = r.i32()
+                out[p] = r.i16()
+        return out
+
+
+def test_offset_commit_fencing(karst_group_node, members):
+    """OffsetCommit from outside the current generation is refused and changes nothing (Kafka's
+    GroupCoordinator.handleCommitOffsets): an unknown member id gets UNKNOWN_MEMBER_ID, a known
+    member with a stale generation ILLEGAL_GENERATION, and a simple commit (generation -1, no
+    member id) UNKNOWN_MEMBER_ID while the group has members; once the group is Empty the
+    simple commit is accepted."""
+    cluster = g.KarstCluster(karst_group_node)
+    topic = unique_topic("grpfence")
+    cluster.create_topic(topic, PARTITIONS)
+    group = unique_topic("g")
+    (m,) = spawn(members, cluster, "confluent", group, topic, 1, session_timeout_ms=6000)
+    g.wait_balanced([m], PARTITIONS, 30, "one member")
+    m.commit({p: 1 for p in range(PARTITIONS)})
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap, "logger": h.RDKAFKA_LOG})
+    desc = admin.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=20)
+    (member_id,) = [x.member_id for x in desc.members]
+
+    def committed():
+        res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                request_timeout=15)[group].result(timeout=20)
+        return {tp.partition: tp.offset for tp in res.topic_partitions if tp.topic == topic}
+
+    bs = cluster.bootstrap
+    assert raw_offset_commit(bs, group, 1, "zombie-member", topic, {0: 50}) == {
+        0: UNKNOWN_MEMBER_ID}
+    assert raw_offset_commit(bs, group, 10_000, member_id, topic, {0: 50}) == {
+        0: ILLEGAL_GENERATION}
+    assert raw_offset_commit(bs, group, -1, "", topic, {0: 50}) == {0: UNKNOWN_MEMBER_ID}
+    assert committed() == {p: 1 for p in range(PARTITIONS)}, "a refused commit moved offsets"
+
+    g.close_all([m])
+    g.wait_for(lambda: admin.describe_consumer_groups([group], request_timeout=10)[group]
+               .result(timeout=15).state == ConsumerGroupState.EMPTY, 20, "group empty")
+    assert raw_offset_commit(bs, group, -1, "", topic, {0: 50}) == {0: 0}
+    assert committed()[0] == 50
+
+
 # ----------------------------------------------------------------------------------------------
 # Third and fourth implementations
 
