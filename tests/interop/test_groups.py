@@ -367,6 +367,48 @@ def test_offset_commit_fencing(karst_group_node, members):
     assert committed()[0] == 50
 
 
+def test_pipelined_commits_last_one_wins_across_restart(karst_group_node):
+    """Commits on one connection take effect in order (Kafka appends them to the group's
+    __consumer_offsets partition in arrival order and acknowledges in order): after 1,000
+    asynchronous commits of increasing offsets, pipelined, OffsetFetch returns the last one,
+    and so does a node restarted with kill -9 (the log replays in the same order)."""
+    node = karst_group_node
+    topic = unique_topic("grppipe")
+    h.create_topic_confluent(node.bootstrap, topic, 2)
+    group = unique_topic("g")
+    acked, errors = [], []
+
+    def on_commit(err, partitions):
+        if err is not None:
+            errors.append(err)
+        else:
+            acked.extend((tp.partition, tp.offset) for tp in partitions)
+
+    c = h.consumer_confluent(node.bootstrap, {"group.id": group, "on_commit": on_commit})
+    n = 1000
+    try:
+        c.assign([TopicPartition(topic, 0), TopicPartition(topic, 1)])
+        for i in range(1, n + 1):
+            c.commit(offsets=[TopicPartition(topic, i % 2, i)], asynchronous=True)
+        deadline = time.monotonic() + 60
+        while len(acked) + len(errors) < n:
+            assert time.monotonic() < deadline, f"{len(acked)} of {n} commits acknowledged"
+            c.poll(0.05)
+        assert not errors, errors[:3]
+        got = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
+        assert [tp.offset for tp in got] == [n, n - 1], got
+    finally:
+        c.close()
+    node.kill()
+    node.start()
+    c = h.consumer_confluent(node.bootstrap, {"group.id": group})
+    try:
+        got = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=20)
+    finally:
+        c.close()
+    assert [tp.offset for tp in got] == [n, n - 1], f"after kill -9: {got}"
+
+
 # ----------------------------------------------------------------------------------------------
 # Third and fourth implementations
 
@@ -487,9 +529,9 @@ def test_committed_offsets_and_group_survive_node_restart(karst_group_node, memb
 
 
 def test_confluent_admin_groups(karst_group_node, members):
-    """ListGroups, DescribeGroups (state, protocol, members, assignments), OffsetFetch for a
-    group, OffsetCommit from an admin on an empty group, DeleteGroups (non-empty groups cannot
-    be deleted: NON_EMPTY_GROUP)."""
+    """ListGroups (with the KIP-518 state filter), DescribeGroups (state, protocol, members,
+    assignments), OffsetFetch for a group, OffsetCommit from an admin on an empty group,
+    DeleteGroups (non-empty groups cannot be deleted: NON_EMPTY_GROUP)."""
     cluster = g.KarstCluster(karst_group_node)
     topic = unique_topic("grpadm")
     cluster.create_topic(topic, PARTITIONS)
@@ -506,6 +548,13 @@ def test_confluent_admin_groups(karst_group_node, members):
     assert len(mine) == 1, (listed.valid, listed.errors)
     assert mine[0].state == ConsumerGroupState.STABLE, mine[0].state
     assert not mine[0].is_simple_consumer_group
+    # KIP-518: ListGroups v4 filters by state.
+    stable = admin.list_consumer_groups(states={ConsumerGroupState.STABLE},
+                                        request_timeout=15).result(timeout=20)
+    empty = admin.list_consumer_groups(states={ConsumerGroupState.EMPTY},
+                                       request_timeout=15).result(timeout=20)
+    assert group in {x.group_id for x in stable.valid}
+    assert group not in {x.group_id for x in empty.valid}
 
     desc = admin.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=20)
     assert desc.state == ConsumerGroupState.STABLE, desc.state
