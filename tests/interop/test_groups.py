@@ -59,6 +59,14 @@ def cluster(request):
     if request.param == "karst":
         c = g.KarstCluster(request.getfixturevalue("karst_group_node"))
     else:
+        name = request.node.name
+        if "kafka-python" in name or "mixed" in name or "aiokafka" in name:
+            # Seen in this suite's reference runs: the mock answers a SyncGroup that arrives
+            # after the group went Up with INVALID_REQUEST (rdkafka_mock_cgrp.c accepts
+            # SyncGroup only while Syncing; Kafka returns the member's assignment), which
+            # kafka-python and aiokafka treat as fatal. A race, so not strict.
+            request.applymarker(pytest.mark.xfail(strict=False, reason=(
+                "librdkafka's mock refuses a late SyncGroup with INVALID_REQUEST")))
         c = g.MockReference()
     yield c
     c.close()

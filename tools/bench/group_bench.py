@@ -142,6 +142,25 @@ def commits_sync(bootstrap: str, seconds: float) -> float:
         c.close()
 
 
+def produce_sync(bootstrap: str, seconds: float) -> float:
+    """Context for the sync commit figure: one acks=all record at a time, each awaited (the
+    node's round trip for a write that must be appended before it is acknowledged)."""
+    p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                                  "linger.ms": 0, "log_level": 3})
+    try:
+        p.produce(TOPIC[bootstrap], value=b"warm", partition=0)
+        p.flush(10)
+        n = 0
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            n += 1
+            p.produce(TOPIC[bootstrap], value=b"x" * 100, partition=n % 6)
+            p.flush(10)
+        return n / (time.monotonic() - start)
+    finally:
+        p.flush(10)
+
+
 def commits_async(bootstrap: str, consumers: int, seconds: float) -> float:
     acked = [0] * consumers
     errors: list = []
@@ -233,9 +252,12 @@ def main():
                 bs = clusters[name].bootstrap
                 s = commits_sync(bs, args.commit_seconds)
                 a = commits_async(bs, args.async_consumers, args.commit_seconds)
+                ps = produce_sync(bs, args.commit_seconds)
+                results[name].setdefault("produce", []).append(ps)
                 results[name].setdefault("sync", []).append(s)
                 results[name].setdefault("async", []).append(a)
-                print(f"{name} rep {rep}: sync {s:.0f}/s async {a:.0f}/s", file=sys.stderr)
+                print(f"{name} rep {rep}: sync {s:.0f}/s async {a:.0f}/s "
+                      f"produce {ps:.0f}/s", file=sys.stderr)
     finally:
         for c in clusters.values():
             c.close()
@@ -256,7 +278,9 @@ def main():
               f"{m - session_s:.2f} | {(k - session_s) / (m - session_s):.2f} |")
     for key, label in (("sync", "sync commits/s, 1 consumer"),
                        ("async", f"async commits/s, {args.async_consumers} consumers, "
-                                 f"{WINDOW} in flight each")):
+                                 f"{WINDOW} in flight each"),
+                       ("produce", "for context: acks=all produce of one record at a time, "
+                                   "records/s")):
         k, m = med("karst", key), med("mock", key)
         print(f"| {label} (median of {args.reps}) | {k:,.0f} | {m:,.0f} | {k / m:.2f} |")
     print("\nraw:", {n: {k: [round(x, 3) for x in v] for k, v in r.items()}
