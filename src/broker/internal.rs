@@ -73,7 +73,18 @@ impl Broker {
             return Ok(existing);
         }
         let partitions = partitions.clamp(1, super::MAX_PARTITIONS_PER_TOPIC);
-        self.create_topic(CONSUMER_OFFSETS, partitions, TopicConfig::default(), now)
+        // The log ignores topic overrides (internal_offsets_log_config decides); recording
+        // them lets DescribeConfigs report what is in effect.
+        let log_config = internal_offsets_log_config(&self.config);
+        let mut config = TopicConfig::default();
+        for (key, value) in [
+            ("retention.ms", log_config.retention_ms.to_string()),
+            ("retention.bytes", log_config.retention_bytes.to_string()),
+            ("segment.bytes", log_config.segment_bytes.to_string()),
+        ] {
+            config.overrides.insert(key.to_string(), value);
+        }
+        self.create_topic(CONSUMER_OFFSETS, partitions, config, now)
             .map_err(|err| err.message)?;
         tracing::info!(partitions, "created {CONSUMER_OFFSETS}");
         Ok(partitions)

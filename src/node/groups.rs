@@ -35,14 +35,20 @@ impl Node {
         &mut self,
         now: Millis,
         id: RequestId,
-        request: DecodedRequest,
+        request: Box<DecodedRequest>,
         effects: &mut Vec<Effect>,
     ) {
+        if !super::routes_to_coordinator(request.api_key) {
+            // The data path goes straight through, without unboxing the request.
+            self.broker
+                .step(now, Input::Request { id, request }, effects);
+            return;
+        }
         let DecodedRequest {
             api_key,
             header,
             request,
-        } = request;
+        } = *request;
         let group_request = match request {
             RequestKind::FindCoordinator(request) => {
                 let response = self.find_coordinator(now, header.request_api_version, request);
@@ -66,14 +72,12 @@ impl Node {
             RequestKind::ListGroups(r) => GroupRequest::ListGroups(r),
             RequestKind::DeleteGroups(r) => GroupRequest::DeleteGroups(r),
             RequestKind::OffsetDelete(r) => GroupRequest::OffsetDelete(r),
-            request => {
-                let request = Box::new(DecodedRequest {
-                    api_key,
-                    header,
-                    request,
+            other => {
+                // routes_to_coordinator lists exactly the arms above.
+                tracing::error!(?api_key, "no coordinator handler: {other:?}");
+                effects.push(Effect::Close {
+                    connection: id.connection,
                 });
-                self.broker
-                    .step(now, Input::Request { id, request }, effects);
                 return;
             }
         };

@@ -128,7 +128,7 @@ impl Node {
 
     pub fn step(&mut self, now: Millis, input: Input, effects: &mut Vec<Effect>) {
         match input {
-            Input::Request { id, request } => self.handle_request(now, id, *request, effects),
+            Input::Request { id, request } => self.handle_request(now, id, request, effects),
             Input::ConnectionOpened {
                 connection,
                 client_host,
@@ -226,3 +226,6 @@ pub fn routes_to_coordinator(api_key: kafka_protocol::messages::ApiKey) -> bool 
             | ApiKey::OffsetDelete
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,8 +8,11 @@
 //! - the one step loop owns the node: it steps each event, carries out the effects, and sleeps
 //!   until the next event or `next_deadline()` (on its own OS thread in production, a task
 //!   under madsim);
-//! - a writer encodes its connection's responses and writes them in request order (the broker
-//!   may answer out of order while a fetch long-polls or a produce waits for fsync);
+//! - a writer encodes its connection's responses and writes them in request order (the node
+//!   may answer out of order while a fetch long-polls, a produce or an offset commit waits for
+//!   fsync, or a JoinGroup waits for its join phase);
+//! - an accepted connection is announced to the node (`Input::ConnectionOpened` with the peer
+//!   host, which the group coordinator reports as the member's client host);
 //! - the disk thread runs the log's SyncJobs (an OS thread in production; under madsim a
 //!   spawned task, since the simulation has no OS threads).
 //!
