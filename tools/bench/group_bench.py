@@ -148,13 +148,16 @@ def produce_sync(bootstrap: str, seconds: float) -> float:
     p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "acks": "all",
                                   "linger.ms": 0, "log_level": 3})
     try:
-        p.produce(TOPIC[bootstrap], value=b"warm", partition=0)
+        # Its own topic: the commit benchmarks' consumers must have nothing to fetch (a
+        # growing topic would make them fetch while they commit, loading the single-threaded
+        # mock most).
+        p.produce(PRODUCE_TOPIC[bootstrap], value=b"warm", partition=0)
         p.flush(10)
         n = 0
         start = time.monotonic()
         while time.monotonic() - start < seconds:
             n += 1
-            p.produce(TOPIC[bootstrap], value=b"x" * 100, partition=n % 6)
+            p.produce(PRODUCE_TOPIC[bootstrap], value=b"x" * 100, partition=n % 6)
             p.flush(10)
         return n / (time.monotonic() - start)
     finally:
@@ -214,7 +217,8 @@ def commits_async(bootstrap: str, consumers: int, seconds: float) -> float:
     return sum(acked) / min(elapsed, seconds + 0.5)
 
 
-TOPIC: dict[str, str] = {}
+TOPIC: dict[str, str] = {}  # commits only: stays empty
+PRODUCE_TOPIC: dict[str, str] = {}
 
 
 def main():
@@ -237,6 +241,8 @@ def main():
         for name, c in clusters.items():
             TOPIC[c.bootstrap] = f"commits-{uuid.uuid4().hex[:8]}"
             c.create_topic(TOPIC[c.bootstrap], 6)
+            PRODUCE_TOPIC[c.bootstrap] = f"produce-{uuid.uuid4().hex[:8]}"
+            c.create_topic(PRODUCE_TOPIC[c.bootstrap], 6)
         if not args.skip_rebalance:
             # One long-lived group per backend, alternating backends rep by rep would need
             # both groups alive at once (20 member processes on 2 cores); instead each
