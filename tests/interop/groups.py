@@ -245,7 +245,7 @@ def close_all(members):
         if not m.dead:
             try:
                 m.close(timeout_s=15)
-            except AssertionError:
+            except (AssertionError, OSError):  # OSError: it already exited (broken pipe)
                 m.stop_quietly()
     for m in members:
         m.stop_quietly()
