@@ -76,12 +76,16 @@ def run_confluent(args, commands: queue.Queue):
     held = [args.hold]
 
     def on_assign(c, partitions):
-        c.assign(partitions)
+        if args.assignor == "cooperative-sticky":
+            # KIP-429: partitions are added to the current assignment.
+            c.incremental_assign(partitions)
+        else:
+            c.assign(partitions)
         if held[0] and partitions:
             c.pause(partitions)
 
     def on_revoke(_c, partitions):
-        # The library unassigns after this returns (eager protocol).
+        # The library unassigns (eager) or incrementally unassigns (cooperative) after this.
         emit(ev="revoked", p=sorted(tp.partition for tp in partitions))
 
     consumer.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke)

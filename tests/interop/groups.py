@@ -130,6 +130,7 @@ class Member:
         self.committed: dict[int, int] | None = None
         self.errors: list[str] = []
         self.revocations = 0
+        self.revoked: list[int] = []  # every partition ever revoked, in order
         self.ready = False
         self.closed = False
         self.dead = False
@@ -152,6 +153,7 @@ class Member:
                     self.committed = {int(p): o for p, o in ev["offsets"].items()}
                 elif kind == "revoked":
                     self.revocations += 1
+                    self.revoked += ev["p"]
                 elif kind == "error":
                     self.errors.append(ev["msg"])
                 elif kind == "ready":

@@ -216,6 +216,28 @@ def test_two_groups_each_get_every_record(cluster, members, client):
     assert_each_exactly_once(records_of(b), every, "group B")
 
 
+def test_cooperative_sticky_leave_moves_only_the_leavers_partitions(cluster, members):
+    """KIP-429 incremental cooperative rebalancing (librdkafka's cooperative-sticky): the
+    coordinator runs the two back-to-back generations the protocol needs, and when a member
+    leaves only its partitions move: the survivors never have a partition revoked."""
+    topic = unique_topic("grpcoop")
+    cluster.create_topic(topic, PARTITIONS)
+    group = unique_topic("g")
+    ms = spawn(members, cluster, "confluent", group, topic, 3, session_timeout_ms=6000,
+               assignor="cooperative-sticky")
+    g.wait_balanced(ms, PARTITIONS, 30, "three cooperative-sticky members")
+    time.sleep(1.0)  # settled
+    assert sorted(len(m.assigned) for m in ms) == [2, 2, 2]
+    kept = {m.name: (list(m.assigned), len(m.revoked)) for m in ms[1:]}
+    ms[0].close()
+    g.wait_balanced(ms, PARTITIONS, 20, "two cooperative-sticky members covering all six")
+    for m in ms[1:]:
+        before, revoked_before = kept[m.name]
+        assert set(before) <= set(m.assigned), (m.name, before, m.assigned)
+        assert m.revoked[revoked_before:] == [], (
+            f"{m.name} had {m.revoked[revoked_before:]} revoked in a cooperative rebalance")
+
+
 def test_mixed_group_librdkafka_and_kafka_python(cluster, members):
     """One group, two implementations: both default to ["range", "roundrobin"], JoinGroup picks
     a protocol every member supports, and the leader's assignment (encoded by one library) is
