@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import time
 
@@ -29,7 +30,7 @@ from confluent_kafka.admin import AdminClient, NewPartitions
 import groups as g
 import helpers as h
 import wire
-from conftest import unique_topic
+from conftest import Node, unique_topic
 
 PARTITIONS = 6
 CLIENTS = ["confluent", "kafka-python"]
@@ -552,6 +553,70 @@ def test_committed_offsets_and_group_survive_node_restart(karst_group_node, memb
     assert_each_exactly_once(records_of(second),
                              {p: range(commit_at[p], 20) for p in range(PARTITIONS)},
                              "after node restart")
+
+
+class FixedPortNode(Node):
+    """A node that listens on the same port across restarts, so running clients reconnect."""
+
+    def __init__(self, *args, port: int, **kw):
+        super().__init__(*args, **kw)
+        self.port = port
+
+    def args(self) -> list[str]:
+        a = super().args()
+        a[a.index("127.0.0.1:0")] = f"127.0.0.1:{self.port}"
+        return a
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill-9"])
+def test_live_group_rides_through_coordinator_restart(karst_bin, tmp_path, members, how):
+    """The coordinator restarts under a live group (same address): the members reconnect, find
+    the coordinator again once it has loaded __consumer_offsets, and carry on: every record
+    produced after the restart is delivered, nothing before the committed offsets is delivered
+    again, and together the members still own every partition."""
+    node = FixedPortNode(karst_bin, tmp_path / "data", tmp_path, dict(g.KARST_GROUP_SETTINGS),
+                         port=free_port()).start()
+    try:
+        cluster = g.KarstCluster(node)
+        topic = unique_topic("grplive")
+        cluster.create_topic(topic, PARTITIONS)
+        group = unique_topic("g")
+        g.produce_spread(node.bootstrap, topic, PARTITIONS, 60, "a")
+        ms = spawn(members, cluster, "confluent", group, topic, 2, session_timeout_ms=10000,
+                   hold=True)
+        g.wait_balanced(ms, PARTITIONS, 30, "two members")
+        for m in ms:
+            m.go()
+        g.wait_for(lambda: len(records_of(ms)) >= 60, 30, "all 60 read", ms)
+        for m in ms:
+            m.commit({p: 10 for p in m.assigned})
+        if how == "sigterm":
+            assert node.stop() == 0, node.log_tail()
+        else:
+            node.kill()
+        node.start()
+        g.produce_spread(node.bootstrap, topic, PARTITIONS, 60, "b")
+        g.wait_for(lambda: len(set(records_of(ms)) - {(p, o) for p in range(PARTITIONS)
+                                                       for o in range(10)}) >= 60,
+                   40, "the 60 records produced after the restart", ms)
+        g.wait_balanced(ms, PARTITIONS, 20, "the members still cover every partition")
+        got = records_of(ms)
+        # Offsets 0-9 were read before the restart; the commits (10) must keep them from being
+        # delivered again, whatever the group did after the restart.
+        early = [r for r in got if r[1] < 10]
+        assert sorted(early) == sorted((p, o) for p in range(PARTITIONS) for o in range(10)), (
+            f"records before the commit delivered again after the restart: "
+            f"{len(early) - 60} extra")
+        late = {r for r in got if r[1] >= 10}
+        assert late == {(p, o) for p in range(PARTITIONS) for o in range(10, 20)}, sorted(late)
+    finally:
+        node.kill()
 
 
 # ----------------------------------------------------------------------------------------------
