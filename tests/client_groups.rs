@@ -1,6 +1,6 @@
 //! Karst's Rust client against two brokers it did not write its tests for: the same test
 //! bodies run against a real `karst node` and against librdkafka's mock cluster (the one in the
-//! pinned confluent-kafka, started by tests/client_support/mock_cluster.py).
+//! pinned confluent-kafka, started by tests/interop/mock_cluster.py).
 //!
 //! Bodies: produce/consume round trip with the Java client's key partitioning; idempotent
 //! produce (KIP-98: a producer id, no duplicates, per-partition order); consumer groups over the

@@ -196,7 +196,7 @@ impl ChaosProxy {
 }
 
 /// librdkafka's mock cluster (from the pinned confluent-kafka in `.venv`), run by
-/// `tests/client_support/mock_cluster.py`. It lives until this handle is dropped (the helper
+/// `tests/interop/mock_cluster.py`. It lives until this handle is dropped (the helper
 /// exits when its stdin closes).
 pub struct MockCluster {
     child: Child,
@@ -224,7 +224,7 @@ impl MockCluster {
             return None;
         }
         let mut child = Command::new(python)
-            .arg(root.join("tests/client_support/mock_cluster.py"))
+            .arg(root.join("tests/interop/mock_cluster.py"))
             .arg(brokers.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
