@@ -161,10 +161,19 @@ pub(crate) struct ParkedProduce {
     pub(crate) correlation_id: i32,
     pub(crate) api_version: i16,
     pub(crate) response: ProduceResponse,
-    /// (log, offset that must be durable: last offset + 1).
-    pub(crate) waits: Vec<(LogId, i64)>,
+    /// The partitions still waiting to become durable.
+    pub(crate) waits: Vec<DurableWait>,
     /// The request's timeout_ms from its arrival: then it is answered REQUEST_TIMED_OUT.
     pub(crate) deadline: Millis,
+}
+
+/// One partition of a parked produce: `log` must be durable below `needed` (last offset + 1).
+#[derive(Debug)]
+pub(crate) struct DurableWait {
+    pub(crate) log: LogId,
+    pub(crate) needed: i64,
+    /// The topic's name, to answer for the partition even if the topic is deleted meanwhile.
+    pub(crate) topic: String,
 }
 
 impl ParkedProduce {

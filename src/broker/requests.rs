@@ -14,8 +14,8 @@ use kafka_protocol::messages::*;
 
 use super::producer_state::SequenceCheck;
 use super::{
-    respond, Broker, Effect, LogId, ParkedFetch, ParkedProduce, RequestId, MAX_PARKED_FETCHES,
-    MAX_PARKED_PRODUCES,
+    respond, Broker, DurableWait, Effect, LogId, ParkedFetch, ParkedProduce, RequestId,
+    MAX_PARKED_FETCHES, MAX_PARKED_PRODUCES,
 };
 use crate::log::{AppendError, FlushPolicy};
 use crate::protocol::batch::{self, BatchError, BatchHeader};
@@ -156,7 +156,11 @@ impl Broker {
                     } => {
                         response.base_offset = base_offset;
                         response.log_append_time_ms = log_append_time;
-                        waits.extend(wait);
+                        waits.extend(wait.map(|(log, needed)| DurableWait {
+                            log,
+                            needed,
+                            topic: name.clone(),
+                        }));
                     }
                     PartitionOutcome::Duplicate {
                         base_offset,
@@ -165,7 +169,11 @@ impl Broker {
                     } => {
                         response.base_offset = base_offset;
                         response.log_append_time_ms = log_append_time;
-                        waits.extend(wait);
+                        waits.extend(wait.map(|(log, needed)| DurableWait {
+                            log,
+                            needed,
+                            topic: name.clone(),
+                        }));
                     }
                     PartitionOutcome::Failed(code) => {
                         any_error = true;
@@ -347,14 +355,11 @@ impl Broker {
         }
     }
 
-    /// Answers parked produces whose every wait is now durable.
+    /// Answers parked produces whose every wait is now settled.
     pub(crate) fn release_durable_produces(&mut self, effects: &mut Vec<Effect>) {
-        for produce in std::mem::take(&mut self.parked_produces) {
-            let done = produce
-                .waits
-                .iter()
-                .all(|&(log, needed)| self.is_durable(log, needed));
-            if done {
+        for mut produce in std::mem::take(&mut self.parked_produces) {
+            self.settle_waits(&mut produce);
+            if produce.waits.is_empty() {
                 produce.answer(effects);
             } else {
                 self.parked_produces.push(produce);
@@ -372,12 +377,9 @@ impl Broker {
                 self.parked_produces.push(produce);
                 continue;
             }
-            for (log, needed) in std::mem::take(&mut produce.waits) {
-                if !self.is_durable(log, needed) {
-                    if let Some(name) = self.topic_names_by_id.get(&log.topic_id) {
-                        produce.fail_partition(name, log.partition, error::REQUEST_TIMED_OUT);
-                    }
-                }
+            self.settle_waits(&mut produce);
+            for wait in std::mem::take(&mut produce.waits) {
+                produce.fail_partition(&wait.topic, wait.log.partition, error::REQUEST_TIMED_OUT);
             }
             produce.answer(effects);
         }
@@ -385,13 +387,11 @@ impl Broker {
 
     /// Fsync of `log` failed: everything parked on it is answered KAFKA_STORAGE_ERROR.
     pub(crate) fn fail_parked_produces(&mut self, log: LogId, effects: &mut Vec<Effect>) {
-        let Some(name) = self.topic_names_by_id.get(&log.topic_id).cloned() else {
-            return;
-        };
         for mut produce in std::mem::take(&mut self.parked_produces) {
-            if produce.waits.iter().any(|(waited, _)| *waited == log) {
-                produce.fail_partition(&name, log.partition, error::KAFKA_STORAGE_ERROR);
-                produce.waits.retain(|(waited, _)| *waited != log);
+            if let Some(wait) = produce.waits.iter().find(|wait| wait.log == log) {
+                let topic = wait.topic.clone();
+                produce.fail_partition(&topic, log.partition, error::KAFKA_STORAGE_ERROR);
+                produce.waits.retain(|wait| wait.log != log);
                 if produce.waits.is_empty() {
                     produce.answer(effects);
                     continue;
@@ -401,10 +401,22 @@ impl Broker {
         }
     }
 
-    /// Whether every offset below `needed` of `log` is durable (a deleted log waits no more).
-    fn is_durable(&mut self, log: LogId, needed: i64) -> bool {
-        self.partition_mut(log)
-            .is_none_or(|partition| partition.log.durable_offset() >= needed)
+    /// Drops the waits of `produce` that are over: durable ones, and those of a deleted topic,
+    /// whose partition is answered UNKNOWN_TOPIC_OR_PARTITION (its records were never durable).
+    fn settle_waits(&mut self, produce: &mut ParkedProduce) {
+        let mut deleted = Vec::new();
+        produce
+            .waits
+            .retain(|wait| match self.partition_mut(wait.log) {
+                Some(partition) => partition.log.durable_offset() < wait.needed,
+                None => {
+                    deleted.push((wait.topic.clone(), wait.log.partition));
+                    false
+                }
+            });
+        for (topic, partition) in deleted {
+            produce.fail_partition(&topic, partition, error::UNKNOWN_TOPIC_OR_PARTITION);
+        }
     }
 
     fn handle_fetch(

@@ -325,6 +325,35 @@ fn durable_produce_waiting_past_its_timeout_is_answered_request_timed_out() {
     assert_eq!(harness.step(NOW + 1001, late), vec![]);
 }
 
+/// A produce waiting for durability whose topic is deleted meanwhile is answered
+/// UNKNOWN_TOPIC_OR_PARTITION: its records were never durable, so success would be a lie.
+#[test]
+fn durable_produce_whose_topic_is_deleted_is_not_acknowledged() {
+    let mut harness = Harness::new(&[("log.flush.policy", "durable")]);
+    let topic_id = harness.create_topic("d", 1);
+    let (id, effects) = harness.request(NOW, 9, produce("d", 0, -1, simple_batch(2, 0)));
+    assert_eq!(effects.len(), 1, "only the sync: {effects:?}");
+    let (delete, effects) = harness.request(
+        NOW,
+        6,
+        RequestKind::DeleteTopics(DeleteTopicsRequest::default().with_topics(vec![
+            delete_topics_request::DeleteTopicState::default()
+                .with_name(None)
+                .with_topic_id(topic_id),
+        ])),
+    );
+    let [Seen::Respond(first, _, ResponseKind::DeleteTopics(_)), Seen::Respond(second, _, answer)] =
+        effects.as_slice()
+    else {
+        panic!("{effects:?}")
+    };
+    assert_eq!((*first, *second), (delete, id));
+    assert_eq!(
+        answer,
+        &produce_response("d", 0, error::UNKNOWN_TOPIC_OR_PARTITION, -1)
+    );
+}
+
 /// KIP-98: a retried idempotent batch is answered with its original offset, but under the
 /// durable flush policy an acks=all retry must not be acknowledged before the original is
 /// durable, or a crash could lose a record the producer was told is safe.
