@@ -5,9 +5,14 @@ use super::*;
 
 impl PartitionLog {
     /// Validates `batches` and returns the headers with their positions, and the record count.
+    /// A produced batch (`replicated` false) must have one record per offset, and in a
+    /// compacted topic every record needs a key (Kafka refuses keyless records there with
+    /// INVALID_RECORD); a replicated batch may come from a cleaned leader segment, so it may
+    /// have fewer records than offsets, or none.
     pub(super) fn validate_request(
         &self,
         batches: &[u8],
+        replicated: bool,
     ) -> Result<(Vec<(usize, BatchHeader)>, u64), AppendError> {
         if batches.is_empty() {
             return Err(AppendError::Empty);
@@ -27,8 +32,27 @@ impl PartitionLog {
                     .map_or(0, |(p, h): &(usize, BatchHeader)| p + h.total_size()),
                 error,
             })?;
-            if header.records_count == 0 {
-                return Err(AppendError::NoRecords { position });
+            if !replicated {
+                if header.records_count == 0 {
+                    return Err(AppendError::NoRecords { position });
+                }
+                if !header.is_dense() {
+                    return Err(AppendError::InvalidBatch {
+                        position,
+                        error: BatchError::InvalidRecordCount {
+                            records_count: header.records_count,
+                            last_offset_delta: header.last_offset_delta,
+                        },
+                    });
+                }
+                let bytes = &batches[position..position + header.total_size()];
+                if self.config.cleanup_policy.compact()
+                    && !header.is_control()
+                    && !batch::all_records_have_keys(bytes)
+                        .map_err(|error| AppendError::InvalidBatch { position, error })?
+                {
+                    return Err(AppendError::RecordWithoutKey { position });
+                }
             }
             records += header.last_offset_delta as u64 + 1;
             headers.push((position, header));
@@ -45,7 +69,7 @@ impl PartitionLog {
             return Err(AppendError::Closed);
         }
         self.last_now = self.last_now.max(now);
-        let (mut headers, record_count) = self.validate_request(batches)?;
+        let (mut headers, record_count) = self.validate_request(batches, false)?;
         let base_offset = self.log_end_offset();
         let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
         let mut next = base_offset;
@@ -88,7 +112,7 @@ impl PartitionLog {
             return Err(AppendError::Closed);
         }
         self.last_now = self.last_now.max(now);
-        let (headers, record_count) = self.validate_request(batches)?;
+        let (headers, record_count) = self.validate_request(batches, true)?;
         let base_offset = self.log_end_offset();
         let mut expected = base_offset;
         for (_, header) in &headers {

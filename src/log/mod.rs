@@ -22,6 +22,7 @@
 //!   uses no threads: time is an argument.
 
 mod append;
+mod compaction;
 mod index;
 mod read;
 mod recovery;
@@ -39,6 +40,7 @@ pub use crate::protocol::batch::BatchHeader;
 use crate::protocol::batch::{self, BatchError};
 use crate::storage::{join, parent, Storage, StorageFile};
 use crate::Millis;
+pub use compaction::{CleanerStats, CLEANER_MAP_MAX_BYTES, CLEAN_SEGMENTS_PER_TICK};
 use segment::{parse_log_name, Segment, NO_TIMESTAMP};
 
 /// Name of the clean-shutdown marker file in a log directory.
@@ -73,6 +75,54 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// cleanup.policy: what happens to old records of closed segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    /// `delete`: retention.ms / retention.bytes remove whole old segments (Kafka's default).
+    Delete,
+    /// `compact`: the log cleaner keeps only the latest record of each key.
+    Compact,
+    /// `compact,delete`: both.
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// Parses Kafka's list form (`delete`, `compact`, `compact,delete` in any order).
+    pub fn parse(value: &str) -> Option<CleanupPolicy> {
+        let (mut compact, mut delete) = (false, false);
+        for policy in value.split(',') {
+            match policy.trim() {
+                "compact" => compact = true,
+                "delete" => delete = true,
+                _ => return None,
+            }
+        }
+        match (compact, delete) {
+            (true, true) => Some(CleanupPolicy::CompactDelete),
+            (true, false) => Some(CleanupPolicy::Compact),
+            (false, true) => Some(CleanupPolicy::Delete),
+            (false, false) => None,
+        }
+    }
+
+    /// Kafka's text form.
+    pub fn name(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
+
+    pub fn compact(self) -> bool {
+        self != CleanupPolicy::Delete
+    }
+
+    pub fn delete(self) -> bool {
+        self != CleanupPolicy::Compact
+    }
+}
+
 /// Per-log configuration with Kafka's names and defaults.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -91,6 +141,18 @@ pub struct LogConfig {
     pub flush: FlushPolicy,
     /// message.timestamp.type
     pub timestamp_type: TimestampType,
+    /// cleanup.policy
+    pub cleanup_policy: CleanupPolicy,
+    /// delete.retention.ms: how long a tombstone survives after the cleaner first saw it
+    /// (KIP-534 delete horizon), so consumers reading from the start see the delete.
+    pub delete_retention_ms: i64,
+    /// min.cleanable.dirty.ratio: a cleaning pass starts when dirty bytes / (clean + dirty)
+    /// exceeds it.
+    pub min_cleanable_dirty_ratio: f64,
+    /// min.compaction.lag.ms (KIP-58): a segment whose newest record is younger is not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// log.cleaner.backoff.ms: how often an idle log checks whether cleaning is due.
+    pub cleaner_backoff_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -104,6 +166,11 @@ impl Default for LogConfig {
             retention_check_interval_ms: 300_000,
             flush: FlushPolicy::PageCache,
             timestamp_type: TimestampType::CreateTime,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            cleaner_backoff_ms: 15_000,
         }
     }
 }
@@ -162,6 +229,8 @@ pub enum AppendError {
     Empty,
     #[error("batch at byte {position} has no records")]
     NoRecords { position: usize },
+    #[error("batch at byte {position} has a record without a key (the topic is compacted)")]
+    RecordWithoutKey { position: usize },
     #[error("{size} bytes exceed segment.bytes {segment_bytes}")]
     RecordListTooLarge { size: usize, segment_bytes: u64 },
     #[error("replicated batch has base offset {found}, expected {expected}")]
@@ -183,7 +252,8 @@ impl AppendError {
                 error: BatchError::InvalidRecordCount { .. },
                 ..
             }
-            | AppendError::NoRecords { .. } => error_codes::INVALID_RECORD,
+            | AppendError::NoRecords { .. }
+            | AppendError::RecordWithoutKey { .. } => error_codes::INVALID_RECORD,
             AppendError::InvalidBatch { .. } | AppendError::Empty => error_codes::CORRUPT_MESSAGE,
             AppendError::RecordListTooLarge { .. } => error_codes::RECORD_LIST_TOO_LARGE,
             AppendError::NonContiguous { .. } => error_codes::OFFSET_OUT_OF_RANGE,
@@ -316,6 +386,8 @@ pub struct PartitionLog {
     read_hint: Mutex<Option<ReadHint>>,
     /// The latest time the log was told (for calls that take no `now`).
     last_now: Millis,
+    /// Compaction state (cleanup.policy=compact): see `compaction.rs`.
+    cleaner: compaction::Cleaner,
     closed: bool,
 }
 
@@ -423,6 +495,9 @@ impl PartitionLog {
     }
 
     pub fn set_config(&mut self, config: LogConfig) {
+        if !config.cleanup_policy.compact() {
+            self.abort_cleaning();
+        }
         self.config = config;
     }
 
@@ -439,3 +514,6 @@ impl PartitionLog {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod compaction_tests;

@@ -14,7 +14,13 @@ impl PartitionLog {
     ) -> Result<Self, LogError> {
         let created = storage.list_dir(dir).is_err();
         storage.create_dir_all(dir)?;
-        let names = storage.list_dir(dir)?;
+        let mut names = storage.list_dir(dir)?;
+        // An interrupted clean: drop unfinished `.cleaned` files, complete synced `.swap`s.
+        let (swapped, swaps_changed) = compaction::complete_swaps(&*storage, dir, &names)?;
+        if swaps_changed {
+            storage.sync_dir(dir)?;
+            names = storage.list_dir(dir)?;
+        }
         let clean = names.iter().any(|name| name == CLEAN_SHUTDOWN_FILE);
         let checkpoint_file = storage.open_file(&join(dir, CHECKPOINT_FILE), true)?;
         let stored = read_checkpoint(&*checkpoint_file)?;
@@ -53,13 +59,15 @@ impl PartitionLog {
             // The last segment is where a crash can leave damage: always validate it whole
             // after an unclean shutdown.
             let last = bases.last() == Some(&base);
-            let trust = clean || (base < checkpoint_recovery && !last);
+            let trust =
+                (clean || (base < checkpoint_recovery && !last)) && !swapped.contains(&base);
             let (segment, cut) = Segment::open(
                 &*storage,
                 dir,
                 base,
                 trust,
                 config.index_interval_bytes,
+                bases.iter().copied().find(|&b| b > base),
                 now,
             )?;
             if cut {
@@ -119,6 +127,7 @@ impl PartitionLog {
             storage.remove_file(&join(dir, CLEAN_SHUTDOWN_FILE))?;
             storage.sync_dir(dir)?;
         }
+        let storage_for_cleaner = storage.clone();
         let mut log = PartitionLog {
             storage,
             dir: dir.to_string(),
@@ -150,6 +159,11 @@ impl PartitionLog {
             deletions_waiting: Vec::new(),
             read_hint: Mutex::new(None),
             last_now: now,
+            cleaner: compaction::Cleaner::new(
+                compaction::read_cleaner_checkpoint(&*storage_for_cleaner, dir)
+                    .unwrap_or(log_start_offset)
+                    .clamp(log_start_offset, log_end_offset),
+            ),
             closed: false,
         };
         if checkpoint != Some((log.log_start_offset, log.recovery_point)) {
@@ -174,6 +188,8 @@ impl PartitionLog {
         for segment in self.segments.values_mut() {
             segment.write_indexes()?;
         }
+        // An unfinished clean is abandoned; the next pass redoes it.
+        self.abort_cleaning();
         self.recovery_point = self.active().base_offset;
         self.write_checkpoint()?;
         self.dirty_segments = self.segments.keys().copied().collect();

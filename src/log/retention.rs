@@ -16,6 +16,8 @@ impl PartitionLog {
             return Ok(());
         }
         self.clear_read_hint();
+        // A pass's map and pending file describe offsets this truncation may rewrite.
+        self.abort_cleaning();
         let first_base = *self.segments.keys().next().expect("non-empty");
         if offset < self.log_start_offset || offset <= first_base {
             let start = offset.max(0);
@@ -62,6 +64,7 @@ impl PartitionLog {
         }
         self.dirty_dirs.insert(self.dir.clone());
         let log_end_offset = self.log_end_offset();
+        self.cleaner.first_dirty_offset = self.cleaner.first_dirty_offset.min(log_end_offset);
         // Dropping a whole batch can take the end below a log start inside that batch.
         self.log_start_offset = self.log_start_offset.min(log_end_offset);
         self.durable_offset = self.durable_offset.min(log_end_offset);
@@ -166,9 +169,13 @@ impl PartitionLog {
         }
         if now >= self.next_retention_check_ms {
             self.next_retention_check_ms = now + self.config.retention_check_interval_ms();
-            if self.apply_retention(now)? {
+            // cleanup.policy=compact alone keeps old segments: only the cleaner removes records.
+            if self.config.cleanup_policy.delete() && self.apply_retention(now)? {
                 self.write_checkpoint()?;
             }
+        }
+        if self.config.cleanup_policy.compact() || self.cleaning_in_progress() {
+            self.clean_tick(now);
         }
         if let FlushPolicy::Interval { ms: Some(ms), .. } = self.config.flush {
             if self.has_unsynced() && now - self.last_flush_ms >= ms {
@@ -190,6 +197,9 @@ impl PartitionLog {
             if self.has_unsynced() && !self.flush_due {
                 deadline = deadline.min(self.last_flush_ms.saturating_add(ms));
             }
+        }
+        if let Some(cleaning) = self.cleaner_deadline() {
+            deadline = deadline.min(cleaning);
         }
         Some(deadline)
     }

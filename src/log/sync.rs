@@ -9,6 +9,7 @@ impl PartitionLog {
             || !self.dirty_dirs.is_empty()
             || self.checkpoint_dirty
             || !self.deletions_waiting.is_empty()
+            || self.cleaner.wants_sync()
     }
 
     pub(super) fn sync_wanted(&self) -> bool {
@@ -56,6 +57,7 @@ impl PartitionLog {
                 }
             }
         }
+        self.cleaner.add_to_job(&mut files);
         let checkpoint_slot = std::mem::take(&mut self.checkpoint_dirty).then(|| {
             files.push(self.checkpoint_file.clone());
             self.checkpoint_slot
@@ -89,6 +91,7 @@ impl PartitionLog {
         let Some(in_flight) = self.in_flight.take() else {
             return;
         };
+        self.cleaner.job_completed();
         for segment in &in_flight.deletions {
             // A truncation may have restarted the log at the same base offset since.
             if !self.segments.contains_key(&segment.base_offset) {
@@ -128,6 +131,7 @@ impl PartitionLog {
         let Some(in_flight) = self.in_flight.take() else {
             return;
         };
+        self.cleaner.job_failed();
         self.deletions_waiting.extend(in_flight.deletions);
         let durable = self.durable_offset;
         let first = self
