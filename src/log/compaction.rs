@@ -63,6 +63,8 @@ pub(super) struct Cleaner {
     next_check_ms: Millis,
     /// Earliest delete horizon of a tombstone kept by the last pass: a pass is due then.
     next_delete_horizon: Option<Millis>,
+    /// Records at or above this offset are never mapped (the broker's high watermark).
+    pub(super) cleanable_limit: Option<i64>,
     checkpoint_file: Option<Arc<dyn StorageFile>>,
     checkpoint_dirty: bool,
     /// Why the last pass failed, if it did (the log keeps serving; the next check retries).
@@ -104,6 +106,39 @@ struct Pending {
     next_offset: i64,
     in_job: bool,
     synced: bool,
+}
+
+/// Builds a cleaned segment, keeping its offsets contiguous: where whole batches were
+/// removed, the previous batch is stretched over the gap if it has no producer id (its last
+/// offset delta carries no sequence), or else an empty batch fills it.
+struct SegmentWriter {
+    bytes: Vec<u8>,
+    expected: i64,
+    /// Position and base offset of the last batch written, if it may be stretched.
+    last: Option<(usize, i64, bool)>,
+}
+
+impl SegmentWriter {
+    fn push(&mut self, batch_bytes: &[u8], header: &BatchHeader) {
+        if header.base_offset > self.expected {
+            match self.last {
+                Some((position, last_base, true)) => {
+                    let delta = (header.base_offset - 1 - last_base) as i32;
+                    batch::set_last_offset_delta(&mut self.bytes[position..], delta);
+                }
+                _ => self.bytes.extend_from_slice(&batch::empty_batch(
+                    self.expected,
+                    header.base_offset - 1,
+                    header.partition_leader_epoch,
+                )),
+            }
+        }
+        let stretchable =
+            !header.has_producer_id() && !header.is_control() && !header.is_transactional();
+        self.last = Some((self.bytes.len(), header.base_offset, stretchable));
+        self.bytes.extend_from_slice(batch_bytes);
+        self.expected = header.next_offset();
+    }
 }
 
 fn cleaned_name(base: i64) -> String {
@@ -214,6 +249,15 @@ impl Cleaner {
 }
 
 impl PartitionLog {
+    /// Bounds cleaning to records below `offset`: the broker passes its high watermark, as
+    /// Kafka's cleaner never goes past it, since a follower truncation above it could
+    /// otherwise remove the newer record of a key whose older records were already cleaned
+    /// away. Until called, only the durable offset bounds cleaning (which is also always
+    /// applied: a crash must not lose a record the cleaner relied on).
+    pub fn set_cleanable_limit(&mut self, offset: i64) {
+        self.cleaner.cleanable_limit = Some(offset);
+    }
+
     /// The offset below which the last completed cleaning pass left the log clean.
     pub fn first_dirty_offset(&self) -> i64 {
         self.cleaner.first_dirty_offset
@@ -292,6 +336,11 @@ impl PartitionLog {
         let first_dirty = self.cleaner.first_dirty_offset;
         let active_base = self.active().base_offset;
         let lag_limit = now.saturating_sub(self.config.min_compaction_lag_ms);
+        let limit = self
+            .cleaner
+            .cleanable_limit
+            .unwrap_or(i64::MAX)
+            .min(self.durable_offset);
         let mut uncleanable = active_base;
         let (mut clean, mut dirty, mut first_dirty_base) = (0u64, 0u64, None);
         for (&base, segment) in self.segments.range(..active_base) {
@@ -299,7 +348,9 @@ impl PartitionLog {
                 clean += segment.size;
                 continue;
             }
-            if self.config.min_compaction_lag_ms > 0 && segment.max_timestamp > lag_limit {
+            if segment.next_offset > limit
+                || (self.config.min_compaction_lag_ms > 0 && segment.max_timestamp > lag_limit)
+            {
                 uncleanable = base;
                 break;
             }
@@ -489,7 +540,11 @@ impl PartitionLog {
                 last_of_producer.insert(header.producer_id, index);
             }
         }
-        let mut out = Vec::with_capacity(bytes.len());
+        let mut out = SegmentWriter {
+            bytes: Vec::with_capacity(bytes.len()),
+            expected: base,
+            last: None,
+        };
         let mut changed = false;
         let mut removed = 0u64;
         for (index, (position, header)) in batches.iter().enumerate() {
@@ -498,12 +553,12 @@ impl PartitionLog {
                 || (header.has_producer_id()
                     && last_of_producer.get(&header.producer_id) == Some(&index));
             if header.is_control() {
-                out.extend_from_slice(original);
+                out.push(original, header);
                 continue;
             }
             if header.records_count == 0 {
                 if needs_header {
-                    out.extend_from_slice(original);
+                    out.push(original, header);
                 } else {
                     changed = true;
                 }
@@ -543,7 +598,7 @@ impl PartitionLog {
                 pass.delete_horizon = Some(pass.delete_horizon.map_or(horizon, |h| h.min(horizon)));
             }
             if kept.len() == records.len() && (has_horizon || !tombstones) {
-                out.extend_from_slice(original);
+                out.push(original, header);
                 continue;
             }
             changed = true;
@@ -552,8 +607,10 @@ impl PartitionLog {
             }
             let rebuilt = batch::rebuild_batch(original, &kept, horizon.filter(|_| tombstones))
                 .map_err(io::Error::other)?;
-            out.extend_from_slice(&rebuilt);
+            let rebuilt_header = batch::parse_header(&rebuilt).map_err(io::Error::other)?;
+            out.push(&rebuilt, &rebuilt_header);
         }
+        let out = out.bytes;
         if !changed {
             return Ok(None);
         }
@@ -601,10 +658,6 @@ impl PartitionLog {
             pending.base,
             false,
             self.config.index_interval_bytes,
-            self.segments
-                .range(pending.base + 1..)
-                .next()
-                .map(|(b, _)| *b),
             now,
         )?;
         if cut || segment.next_offset != pending.next_offset {

@@ -52,8 +52,10 @@ fn sync_all(log: &mut PartitionLog) {
     }
 }
 
-/// Ticks and syncs until no pass is under way (bounded).
+/// Syncs (the cleaner never uses records above the durable offset), then ticks and syncs
+/// until no pass is under way (bounded).
 fn drive(log: &mut PartitionLog, now: Millis) {
+    sync_all(log);
     for _ in 0..1_000 {
         log.tick(now).unwrap();
         sync_all(log);
@@ -300,6 +302,7 @@ fn next_deadline_asks_for_ticks_while_a_pass_is_under_way() {
     let disk = SimDisk::new(7);
     let mut log = open_on(Arc::new(disk), compact_config(), 0);
     fill_keys(&mut log, 10, 5, 0);
+    sync_all(&mut log);
     log.tick(50).unwrap();
     assert!(log.cleaning_in_progress());
     assert_eq!(log.next_deadline(), Some(50));
@@ -462,4 +465,50 @@ fn a_crash_after_any_storage_operation_of_a_clean_recovers_a_consistent_log() {
         crashed_mid_clean > 10,
         "only {crashed_mid_clean} crash points"
     );
+}
+
+#[test]
+fn records_above_the_durable_offset_or_the_cleanable_limit_are_never_cleaned() {
+    // A crash may lose unsynced records, and a follower may truncate above the high
+    // watermark: neither may take the newer record of a key whose older ones the cleaner
+    // removed (Kafka's cleaner stops at the high watermark).
+    let disk = SimDisk::new(8);
+    let mut log = open_on(Arc::new(disk), compact_config(), 0);
+    fill_keys(&mut log, 10, 5, 0);
+    let before = read_all(&log);
+    for now in 10..20 {
+        log.tick(now * 100).unwrap();
+    }
+    assert_eq!(read_all(&log), before, "cleaned with nothing synced");
+    log.set_cleanable_limit(0);
+    drive(&mut log, 3_000);
+    assert_eq!(read_all(&log), before, "cleaned above the cleanable limit");
+    log.set_cleanable_limit(log.log_end_offset());
+    drive(&mut log, 4_000);
+    assert!(read_all(&log).len() < before.len());
+}
+
+#[test]
+fn a_follower_copies_cleaned_batches_with_their_gaps() {
+    // Replicas of a compacted partition fetch cleaned batches (fewer records than offsets,
+    // or none) and must store them at the same offsets.
+    let disk = SimDisk::new(9);
+    let mut leader = open_on(Arc::new(disk), compact_config(), 0);
+    fill_keys(&mut leader, 10, 5, 0);
+    drive(&mut leader, 100);
+    let follower_disk = SimDisk::new(10);
+    let mut follower = open_on(Arc::new(follower_disk.clone()), compact_config(), 0);
+    let mut offset = 0;
+    for _ in 0..1_000 {
+        if offset >= leader.log_end_offset() {
+            break;
+        }
+        let bytes = leader.read(offset, 1 << 20, i64::MAX).unwrap();
+        follower.append_replicated(&bytes, 0).unwrap();
+        offset = follower.log_end_offset();
+    }
+    assert_eq!(read_all(&follower), read_all(&leader));
+    follower.close().unwrap();
+    let follower = open_on(Arc::new(follower_disk), compact_config(), 0);
+    assert_eq!(read_all(&follower), read_all(&leader));
 }

@@ -67,7 +67,6 @@ impl PartitionLog {
                 base,
                 trust,
                 config.index_interval_bytes,
-                bases.iter().copied().find(|&b| b > base),
                 now,
             )?;
             if cut {

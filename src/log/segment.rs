@@ -194,18 +194,13 @@ impl Segment {
     /// up to their last entry (after a sanity check) and only the batches from there on are
     /// validated; otherwise the whole segment is validated and the indexes rebuilt. Batches
     /// after the first invalid one (torn, corrupt, or not continuing the offsets) are cut.
-    /// Returns the segment and whether anything was cut. `next_base` is the base offset of
-    /// the following segment, if there is one: batches may then skip offsets (where the log
-    /// cleaner removed whole batches) as long as they stay below it. The last segment, which
-    /// the cleaner never touches, must continue its offsets exactly, since a damaged base
-    /// offset (outside the CRC) must not be able to move the log end.
+    /// Returns the segment and whether anything was cut.
     pub fn open(
         storage: &dyn Storage,
         dir: &str,
         base_offset: i64,
         trust_prefix: bool,
         index_interval_bytes: u32,
-        next_base: Option<i64>,
         now: Millis,
     ) -> io::Result<(Segment, bool)> {
         let log = storage.open_file(&join(dir, &log_name(base_offset)), false)?;
@@ -237,29 +232,16 @@ impl Segment {
                     next_offset,
                     max_before,
                     index_interval_bytes,
-                    next_base,
                 )? {
                     Some(cut) => cut,
                     // The trusted entry does not point at a valid batch: distrust the index.
                     None => segment
-                        .recover_from(
-                            0,
-                            base_offset,
-                            NO_TIMESTAMP,
-                            index_interval_bytes,
-                            next_base,
-                        )?
+                        .recover_from(0, base_offset, NO_TIMESTAMP, index_interval_bytes)?
                         .unwrap_or(true),
                 }
             }
             None => segment
-                .recover_from(
-                    0,
-                    base_offset,
-                    NO_TIMESTAMP,
-                    index_interval_bytes,
-                    next_base,
-                )?
+                .recover_from(0, base_offset, NO_TIMESTAMP, index_interval_bytes)?
                 .unwrap_or(true),
         };
         Ok((segment, cut))
@@ -300,7 +282,6 @@ impl Segment {
         expected_offset: i64,
         max_before: i64,
         index_interval_bytes: u32,
-        next_base: Option<i64>,
     ) -> io::Result<Option<bool>> {
         let entries_kept = if position == 0 {
             0
@@ -318,13 +299,7 @@ impl Segment {
         let offset_index = &mut self.offset_index;
         let time_index = &mut self.time_index;
         let (end, at) = scan(&*self.log, position, file_size, true, |at, header, _| {
-            // Gaps are where the log cleaner removed whole batches; a segment's end still
-            // meets the next segment's base (the cleaner keeps each segment's last batch).
-            let in_order = match next_base {
-                Some(limit) => header.base_offset >= expected && header.last_offset() < limit,
-                None => header.base_offset == expected,
-            };
-            if !in_order
+            if header.base_offset != expected
                 || header.last_offset() - base_offset > u32::MAX as i64
                 || at > u32::MAX as u64
             {

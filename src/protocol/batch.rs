@@ -494,6 +494,39 @@ fn put_varint(out: &mut Vec<u8>, value: i64) {
     }
 }
 
+/// An empty batch (no records, no producer) spanning offsets `base_offset..=last_offset`.
+/// The log cleaner writes one where it removed whole batches and no earlier batch could be
+/// stretched over the gap, so offsets inside a segment stay contiguous (what recovery checks,
+/// since the base offset is outside the CRC). Consumers skip it like any empty batch.
+pub fn empty_batch(base_offset: i64, last_offset: i64, partition_leader_epoch: i32) -> Vec<u8> {
+    let mut batch = Vec::with_capacity(HEADER_SIZE);
+    batch.extend_from_slice(&base_offset.to_be_bytes());
+    batch.extend_from_slice(&MIN_BATCH_LENGTH.to_be_bytes());
+    batch.extend_from_slice(&partition_leader_epoch.to_be_bytes());
+    batch.push(2);
+    batch.extend_from_slice(&0u32.to_be_bytes());
+    batch.extend_from_slice(&0i16.to_be_bytes());
+    batch.extend_from_slice(&((last_offset - base_offset) as i32).to_be_bytes());
+    batch.extend_from_slice(&(-1i64).to_be_bytes());
+    batch.extend_from_slice(&(-1i64).to_be_bytes());
+    batch.extend_from_slice(&NO_PRODUCER_ID.to_be_bytes());
+    batch.extend_from_slice(&(-1i16).to_be_bytes());
+    batch.extend_from_slice(&NO_SEQUENCE.to_be_bytes());
+    batch.extend_from_slice(&0i32.to_be_bytes());
+    let crc = compute_crc(&batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// Rewrites the last offset delta of the (whole) batch `batch` and recomputes the CRC: the
+/// log cleaner stretches a batch without a producer id over the removed batches after it.
+pub fn set_last_offset_delta(batch: &mut [u8], last_offset_delta: i32) {
+    batch[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4]
+        .copy_from_slice(&last_offset_delta.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Rebuilds the batch `original` keeping only `kept` of its records (in order), as the log
 /// cleaner does. The base offset, last offset delta (so the batch still ends at its last
 /// offset and the producer's last sequence survives), producer id, epoch, base sequence,
@@ -631,6 +664,21 @@ pub mod testing {
         batch
     }
 
+    /// The same batch with its records section compressed with `codec` (1 gzip, 2 snappy,
+    /// 3 lz4, 4 zstd), as a producer with compression.type set sends it.
+    pub fn compress_batch(batch: &[u8], codec: i16) -> Vec<u8> {
+        let compressed = compress_section(codec, &batch[HEADER_SIZE..]).expect("compresses");
+        let mut out = batch[..HEADER_SIZE].to_vec();
+        out.extend_from_slice(&compressed);
+        let length = (out.len() - LOG_OVERHEAD) as i32;
+        out[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
+        let attributes = (read_i16(&out, ATTRIBUTES_OFFSET) & !COMPRESSION_MASK) | codec;
+        out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+        let crc = compute_crc(&out);
+        out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
     /// A batch of `count` records with values `value-<i>` and no producer id.
     pub fn simple_batch(count: usize, base_timestamp: i64) -> Vec<u8> {
         let records: Vec<TestRecord> = (0..count)
@@ -734,6 +782,52 @@ mod tests {
         );
         let short = &batch[..batch.len() - 3];
         assert!(record_offsets_and_timestamps(short).is_err());
+    }
+
+    #[test]
+    fn rebuild_keeps_offsets_sequence_and_codec_and_rebases_timestamps() {
+        let records: Vec<TestRecord> = (0..4)
+            .map(|i| TestRecord {
+                key: Some(format!("k{i}").into_bytes()),
+                value: (i != 2).then(|| format!("v{i}").into_bytes()),
+                headers: vec![("h".to_string(), Some(b"x".to_vec()))],
+            })
+            .collect();
+        for codec in 0..=4 {
+            let mut plain = build_batch(&records, 1_000, 9, 2, 70);
+            set_base_offset(&mut plain, 100);
+            let batch = if codec == 0 {
+                plain
+            } else {
+                compress_batch(&plain, codec)
+            };
+            let header = validate(&batch).unwrap();
+            let section = records_section(&batch).unwrap();
+            let parsed = parse_records(&section, 4).unwrap();
+            let kept = [parsed[1], parsed[2]];
+            let rebuilt = rebuild_batch(&batch, &kept, Some(5_000)).unwrap();
+            let new = validate(&rebuilt).unwrap();
+            assert_eq!(new.compression(), codec, "codec {codec}");
+            assert_eq!(new.base_offset, 100);
+            assert_eq!(new.last_offset(), header.last_offset());
+            assert_eq!(new.last_sequence(), header.last_sequence());
+            assert_eq!(new.records_count, 2);
+            assert_eq!(new.base_timestamp, 5_000);
+            assert_ne!(new.attributes & DELETE_HORIZON, 0);
+            let section = records_section(&rebuilt).unwrap();
+            let again = parse_records(&section, 2).unwrap();
+            assert_eq!(again[0].key, Some(&b"k1"[..]));
+            assert_eq!(again[1].value, None);
+            assert_eq!(again[1].offset_delta, 2);
+            // Record timestamps survive the rebase: base + delta is unchanged.
+            assert_eq!(5_000 + again[0].timestamp_delta, 1_001);
+            let empty = rebuild_batch(&batch, &[], None).unwrap();
+            let empty_header = validate(&empty).unwrap();
+            assert_eq!(empty_header.records_count, 0);
+            assert_eq!(empty_header.compression(), 0);
+            assert_eq!(empty_header.last_sequence(), header.last_sequence());
+            assert_eq!(empty.len(), HEADER_SIZE);
+        }
     }
 
     #[test]
