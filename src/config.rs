@@ -666,6 +666,33 @@ mod tests {
     }
 
     #[test]
+    fn compaction_configs_use_kafka_names_at_node_and_topic_level() {
+        let mut node = NodeConfig::default();
+        node.set("log.cleanup.policy", "compact,delete").unwrap();
+        node.set("log.cleaner.min.cleanable.ratio", "0.25").unwrap();
+        assert!(node.set("log.cleaner.min.cleanable.ratio", "1.5").is_err());
+        assert!(node.set("log.cleanup.policy", "shred").is_err());
+        let config = node.default_log_config();
+        assert_eq!(config.cleanup_policy, CleanupPolicy::CompactDelete);
+        assert_eq!(config.min_cleanable_dirty_ratio, 0.25);
+        assert_eq!(config.delete_retention_ms, DAY_MS);
+        let mut topic = TopicConfig::default();
+        topic.set("cleanup.policy", "compact").unwrap();
+        topic.set("delete.retention.ms", "100").unwrap();
+        topic.set("min.compaction.lag.ms", "7").unwrap();
+        topic.set("min.cleanable.dirty.ratio", "0.1").unwrap();
+        let config = topic.log_config(&node);
+        assert_eq!(config.cleanup_policy, CleanupPolicy::Compact);
+        assert_eq!(config.delete_retention_ms, 100);
+        assert_eq!(config.min_compaction_lag_ms, 7);
+        assert_eq!(config.min_cleanable_dirty_ratio, 0.1);
+        assert_eq!(
+            TopicConfig::default().effective(&node, "cleanup.policy"),
+            Some(("compact,delete".to_string(), true))
+        );
+    }
+
+    #[test]
     fn topic_overrides_win_over_node_defaults() {
         let node = NodeConfig::default();
         let mut topic = TopicConfig::default();
