@@ -17,7 +17,9 @@
 //!   is acknowledged only once its last offset is below it. A failed job is reported with
 //!   [`PartitionLog::sync_failed`].
 //! - [`PartitionLog::tick`] at or after [`PartitionLog::next_deadline`] does segment.ms rolls,
-//!   retention (every retention_check_interval_ms) and interval-flush decisions.
+//!   retention (every retention_check_interval_ms), interval-flush decisions and, for
+//!   `cleanup.policy=compact`, one bounded step of log cleaning (see `compaction.rs`; the broker
+//!   should pass its high watermark to [`PartitionLog::set_cleanable_limit`]).
 //! - The log does no I/O of its own besides the [`Storage`] it was given, reads no clock and
 //!   uses no threads: time is an argument.
 
