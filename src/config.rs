@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::log::{FlushPolicy, LogConfig, TimestampType};
+use crate::log::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 
 /// Kafka's default `message.max.bytes` (1 MiB + 12 bytes of log overhead).
 pub const DEFAULT_MESSAGE_MAX_BYTES: i32 = 1_048_588;
@@ -121,6 +121,16 @@ pub struct NodeConfig {
     pub log_flush_interval_ms: Option<i64>,
     /// `log.message.timestamp.type`: CreateTime | LogAppendTime.
     pub log_message_timestamp_type: TimestampType,
+    /// `log.cleanup.policy`: delete | compact | compact,delete (topic: cleanup.policy).
+    pub log_cleanup_policy: CleanupPolicy,
+    /// `log.cleaner.delete.retention.ms` (topic: delete.retention.ms).
+    pub log_cleaner_delete_retention_ms: i64,
+    /// `log.cleaner.min.cleanable.ratio` (topic: min.cleanable.dirty.ratio).
+    pub log_cleaner_min_cleanable_ratio: f64,
+    /// `log.cleaner.min.compaction.lag.ms` (topic: min.compaction.lag.ms).
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    /// `log.cleaner.backoff.ms`: how often a compacted log checks whether cleaning is due.
+    pub log_cleaner_backoff_ms: i64,
     /// `karst.seed`: seed of the broker's RNG (topic ids); default derived at start-up.
     pub karst_seed: Option<u64>,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when it is created.
@@ -168,6 +178,11 @@ impl Default for NodeConfig {
             log_flush_interval_messages: None,
             log_flush_interval_ms: None,
             log_message_timestamp_type: TimestampType::CreateTime,
+            log_cleanup_policy: CleanupPolicy::Delete,
+            log_cleaner_delete_retention_ms: DAY_MS,
+            log_cleaner_min_cleanable_ratio: 0.5,
+            log_cleaner_min_compaction_lag_ms: 0,
+            log_cleaner_backoff_ms: 15_000,
             karst_seed: None,
             offsets_topic_num_partitions: 50,
             group_initial_rebalance_delay_ms: 3_000,
@@ -196,6 +211,19 @@ fn parse_timestamp_type(key: &str, value: &str) -> Result<TimestampType, ConfigE
         "LogAppendTime" => Ok(TimestampType::LogAppendTime),
         _ => Err(invalid(key, value, "expected CreateTime or LogAppendTime")),
     }
+}
+
+fn parse_cleanup_policy(key: &str, value: &str) -> Result<CleanupPolicy, ConfigError> {
+    CleanupPolicy::parse(value)
+        .ok_or_else(|| invalid(key, value, "expected delete, compact or compact,delete"))
+}
+
+fn parse_ratio(key: &str, value: &str) -> Result<f64, ConfigError> {
+    let ratio: f64 = parse(key, value)?;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(invalid(key, value, "must be between 0 and 1"));
+    }
+    Ok(ratio)
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -237,6 +265,11 @@ impl NodeConfig {
         "log.flush.interval.messages",
         "log.flush.interval.ms",
         "log.message.timestamp.type",
+        "log.cleanup.policy",
+        "log.cleaner.delete.retention.ms",
+        "log.cleaner.min.cleanable.ratio",
+        "log.cleaner.min.compaction.lag.ms",
+        "log.cleaner.backoff.ms",
         "karst.seed",
         "offsets.topic.num.partitions",
         "group.initial.rebalance.delay.ms",
@@ -324,6 +357,19 @@ impl NodeConfig {
             "log.message.timestamp.type" => {
                 self.log_message_timestamp_type = parse_timestamp_type(key, value)?
             }
+            "log.cleanup.policy" => self.log_cleanup_policy = parse_cleanup_policy(key, value)?,
+            "log.cleaner.delete.retention.ms" => {
+                self.log_cleaner_delete_retention_ms = parse_at_least(key, value, 0)?
+            }
+            "log.cleaner.min.cleanable.ratio" => {
+                self.log_cleaner_min_cleanable_ratio = parse_ratio(key, value)?
+            }
+            "log.cleaner.min.compaction.lag.ms" => {
+                self.log_cleaner_min_compaction_lag_ms = parse_at_least(key, value, 0)?
+            }
+            "log.cleaner.backoff.ms" => {
+                self.log_cleaner_backoff_ms = parse_at_least(key, value, 1)?
+            }
             "karst.seed" => self.karst_seed = Some(parse(key, value)?),
             "offsets.topic.num.partitions" => {
                 self.offsets_topic_num_partitions = parse_at_least(key, value, 1)?
@@ -406,6 +452,13 @@ impl NodeConfig {
                 TimestampType::LogAppendTime => "LogAppendTime",
             }
             .to_string(),
+            "log.cleanup.policy" => self.log_cleanup_policy.name().to_string(),
+            "log.cleaner.delete.retention.ms" => self.log_cleaner_delete_retention_ms.to_string(),
+            "log.cleaner.min.cleanable.ratio" => self.log_cleaner_min_cleanable_ratio.to_string(),
+            "log.cleaner.min.compaction.lag.ms" => {
+                self.log_cleaner_min_compaction_lag_ms.to_string()
+            }
+            "log.cleaner.backoff.ms" => self.log_cleaner_backoff_ms.to_string(),
             "karst.seed" => self.karst_seed.map(|s| s.to_string()).unwrap_or_default(),
             "offsets.topic.num.partitions" => self.offsets_topic_num_partitions.to_string(),
             "group.initial.rebalance.delay.ms" => self.group_initial_rebalance_delay_ms.to_string(),
@@ -445,6 +498,11 @@ impl NodeConfig {
             retention_check_interval_ms: self.log_retention_check_interval_ms,
             flush: self.flush_policy(),
             timestamp_type: self.log_message_timestamp_type,
+            cleanup_policy: self.log_cleanup_policy,
+            delete_retention_ms: self.log_cleaner_delete_retention_ms,
+            min_cleanable_dirty_ratio: self.log_cleaner_min_cleanable_ratio,
+            min_compaction_lag_ms: self.log_cleaner_min_compaction_lag_ms,
+            cleaner_backoff_ms: self.log_cleaner_backoff_ms,
         }
     }
 }
@@ -476,7 +534,13 @@ fn flatten_toml(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String
 
 /// Topic-level configs Karst understands, with the node setting each one defaults to.
 pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
-    ("cleanup.policy", ""),
+    ("cleanup.policy", "log.cleanup.policy"),
+    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+    ),
+    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
     ("retention.ms", "log.retention.ms"),
     ("retention.bytes", "log.retention.bytes"),
     ("segment.bytes", "log.segment.bytes"),
@@ -499,18 +563,11 @@ impl TopicConfig {
     /// Checks that `key` is a topic config Karst understands and `value` is valid for it.
     pub fn validate(key: &str, value: &str) -> Result<(), ConfigError> {
         match key {
-            "cleanup.policy" => {
-                for policy in value.split(',') {
-                    match policy.trim() {
-                        "delete" => {}
-                        "compact" => {
-                            return Err(invalid(key, value, "compaction is not supported yet"))
-                        }
-                        _ => return Err(invalid(key, value, "expected delete")),
-                    }
-                }
-                Ok(())
+            "cleanup.policy" => parse_cleanup_policy(key, value).map(drop),
+            "delete.retention.ms" | "min.compaction.lag.ms" => {
+                parse_at_least::<i64>(key, value, 0).map(drop)
             }
+            "min.cleanable.dirty.ratio" => parse_ratio(key, value).map(drop),
             "retention.ms" | "retention.bytes" => parse_at_least::<i64>(key, value, -1).map(drop),
             "segment.bytes" => parse_at_least::<u64>(key, value, 14).map(drop),
             "segment.ms" => parse_at_least::<i64>(key, value, 1).map(drop),
@@ -538,7 +595,10 @@ impl TopicConfig {
             return Some((value.clone(), false));
         }
         let value = match key {
-            "cleanup.policy" => "delete".to_string(),
+            "cleanup.policy" => node.log_cleanup_policy.name().to_string(),
+            "delete.retention.ms" => node.log_cleaner_delete_retention_ms.to_string(),
+            "min.cleanable.dirty.ratio" => node.log_cleaner_min_cleanable_ratio.to_string(),
+            "min.compaction.lag.ms" => node.log_cleaner_min_compaction_lag_ms.to_string(),
             "retention.ms" => node.log_retention_ms.to_string(),
             "retention.bytes" => node.log_retention_bytes.to_string(),
             "segment.bytes" => node.log_segment_bytes.to_string(),
@@ -583,6 +643,22 @@ impl TopicConfig {
                     config.segment_bytes = value.parse().unwrap_or(config.segment_bytes)
                 }
                 "segment.ms" => config.segment_ms = value.parse().unwrap_or(config.segment_ms),
+                "cleanup.policy" => {
+                    if let Some(policy) = CleanupPolicy::parse(value) {
+                        config.cleanup_policy = policy;
+                    }
+                }
+                "delete.retention.ms" => {
+                    config.delete_retention_ms = value.parse().unwrap_or(config.delete_retention_ms)
+                }
+                "min.cleanable.dirty.ratio" => {
+                    config.min_cleanable_dirty_ratio =
+                        value.parse().unwrap_or(config.min_cleanable_dirty_ratio)
+                }
+                "min.compaction.lag.ms" => {
+                    config.min_compaction_lag_ms =
+                        value.parse().unwrap_or(config.min_compaction_lag_ms)
+                }
                 "index.interval.bytes" => {
                     config.index_interval_bytes =
                         value.parse().unwrap_or(config.index_interval_bytes)
@@ -651,6 +727,33 @@ mod tests {
         assert_eq!(config.log_retention_ms, 1000);
         assert_eq!(config.num_partitions, 6);
         assert_eq!(config.log_segment_bytes, 4096);
+    }
+
+    #[test]
+    fn compaction_configs_use_kafka_names_at_node_and_topic_level() {
+        let mut node = NodeConfig::default();
+        node.set("log.cleanup.policy", "compact,delete").unwrap();
+        node.set("log.cleaner.min.cleanable.ratio", "0.25").unwrap();
+        assert!(node.set("log.cleaner.min.cleanable.ratio", "1.5").is_err());
+        assert!(node.set("log.cleanup.policy", "shred").is_err());
+        let config = node.default_log_config();
+        assert_eq!(config.cleanup_policy, CleanupPolicy::CompactDelete);
+        assert_eq!(config.min_cleanable_dirty_ratio, 0.25);
+        assert_eq!(config.delete_retention_ms, DAY_MS);
+        let mut topic = TopicConfig::default();
+        topic.set("cleanup.policy", "compact").unwrap();
+        topic.set("delete.retention.ms", "100").unwrap();
+        topic.set("min.compaction.lag.ms", "7").unwrap();
+        topic.set("min.cleanable.dirty.ratio", "0.1").unwrap();
+        let config = topic.log_config(&node);
+        assert_eq!(config.cleanup_policy, CleanupPolicy::Compact);
+        assert_eq!(config.delete_retention_ms, 100);
+        assert_eq!(config.min_compaction_lag_ms, 7);
+        assert_eq!(config.min_cleanable_dirty_ratio, 0.1);
+        assert_eq!(
+            TopicConfig::default().effective(&node, "cleanup.policy"),
+            Some(("compact,delete".to_string(), true))
+        );
     }
 
     #[test]

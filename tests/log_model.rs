@@ -101,6 +101,7 @@ fn config() -> impl Strategy<Value = LogConfig> {
                     } else {
                         TimestampType::CreateTime
                     },
+                    ..LogConfig::default()
                 }
             },
         )
@@ -413,6 +414,7 @@ fn durable_small_config() -> LogConfig {
         retention_check_interval_ms: 50,
         flush: FlushPolicy::Durable,
         timestamp_type: TimestampType::CreateTime,
+        ..LogConfig::default()
     }
 }
 

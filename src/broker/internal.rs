@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use super::topics::INTERNAL_TOPICS;
 use super::{Broker, Effect, LogId, Topic};
 use crate::config::{NodeConfig, TopicConfig};
-use crate::log::{AppendError, LogConfig};
+use crate::log::{AppendError, CleanupPolicy, LogConfig};
 use crate::Millis;
 
 /// The topic holding committed offsets and group metadata.
@@ -26,12 +26,14 @@ pub fn is_internal_topic(name: &str) -> bool {
 
 /// The log configuration of every `__consumer_offsets` partition, the one place it is built.
 ///
-/// Nothing is ever deleted (retention.ms = retention.bytes = -1): dropping an old segment would
-/// drop the last commit of a quiet group. Kafka sets cleanup.policy=compact here; once the log
-/// supports compaction, set the compact cleanup policy on `config` in this function (and the
-/// retention stays infinite, since compaction alone bounds the topic).
+/// Compacted, as in Kafka (cleanup.policy=compact): the cleaner keeps the latest commit of each
+/// (group, topic, partition) and the latest metadata of each group, and drops tombstones after
+/// delete.retention.ms, which bounds the topic. Nothing is deleted by age or size
+/// (retention.ms = retention.bytes = -1): that would drop the last commit of a quiet group.
+/// segment.bytes stays at Kafka's 100 MiB: one cleaner tick reads or rewrites one segment.
 pub fn internal_offsets_log_config(node: &NodeConfig) -> LogConfig {
     let mut config = node.default_log_config();
+    config.cleanup_policy = CleanupPolicy::Compact;
     config.retention_ms = -1;
     config.retention_bytes = -1;
     config.segment_bytes = OFFSETS_TOPIC_SEGMENT_BYTES;
@@ -78,6 +80,7 @@ impl Broker {
         let log_config = internal_offsets_log_config(&self.config);
         let mut config = TopicConfig::default();
         for (key, value) in [
+            ("cleanup.policy", "compact".to_string()),
             ("retention.ms", log_config.retention_ms.to_string()),
             ("retention.bytes", log_config.retention_bytes.to_string()),
             ("segment.bytes", log_config.segment_bytes.to_string()),

@@ -427,6 +427,10 @@ impl Broker {
     fn finish_step(&mut self, now: Millis, effects: &mut Vec<Effect>) {
         for log in std::mem::take(&mut self.touched) {
             if let Some(partition) = self.partition_mut(log).filter(|p| !p.offline) {
+                // Kafka's cleaner stops at the high watermark: above it a follower may still
+                // truncate, and a cleaned record could then outlive the one that replaced it.
+                let high_watermark = partition.high_watermark();
+                partition.log.set_cleanable_limit(high_watermark);
                 if let Some(job) = partition.log.take_sync_job() {
                     effects.push(Effect::Sync { log, job });
                 }

@@ -936,3 +936,21 @@ fn a_registry_less_node_starts_producer_ids_above_earlier_incarnations() {
         "{before_wipe} then {after_wipe}"
     );
 }
+
+/// `__consumer_offsets` is compacted, as in Kafka (cleanup.policy=compact, no deletion by age
+/// or size): the latest commit of every group partition survives however old it is.
+#[test]
+fn consumer_offsets_is_compacted_and_never_deleted_by_retention() {
+    let mut harness = Harness::new(&[("log.retention.ms", "1000")]);
+    assert_eq!(harness.broker.ensure_consumer_offsets(3, NOW), Ok(3));
+    let topic = &harness.broker.topics[super::internal::CONSUMER_OFFSETS];
+    for partition in &topic.partitions {
+        let config = partition.log.config();
+        assert_eq!(config.cleanup_policy, crate::log::CleanupPolicy::Compact);
+        assert_eq!((config.retention_ms, config.retention_bytes), (-1, -1));
+    }
+    assert_eq!(
+        topic.config.overrides.get("cleanup.policy").map(String::as_str),
+        Some("compact")
+    );
+}

@@ -764,6 +764,7 @@ impl Broker {
 fn config_type(key: &str) -> i8 {
     match key {
         "cleanup.policy" => 7,
+        "min.cleanable.dirty.ratio" => 6,
         "message.timestamp.type" => 2,
         "max.message.bytes" | "index.interval.bytes" | "min.insync.replicas" | "segment.bytes" => 3,
         _ => 5,

@@ -99,6 +99,12 @@ pub struct BatchHeader {
 }
 
 impl BatchHeader {
+    /// Whether the batch has one record per offset of its span, as every produced batch does
+    /// (only the log cleaner leaves fewer).
+    pub fn is_dense(&self) -> bool {
+        self.records_count as i64 == self.last_offset_delta as i64 + 1
+    }
+
     /// Total size of the batch on the wire, header included.
     pub fn total_size(&self) -> usize {
         LOG_OVERHEAD + self.batch_length as usize
@@ -225,12 +231,13 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     if header.compression() > 4 {
         return Err(BatchError::InvalidCompression(header.compression()));
     }
-    // An empty batch is legal only after compaction removed its records; producers never send
-    // one. Otherwise the count must match the offset span (offsets inside a batch are dense
-    // as produced).
+    // A batch the log cleaner rewrote keeps its offset span with fewer records (possibly none:
+    // the empty batch that carries a producer's last sequence), so the count may be below the
+    // span but never above it. The produce path additionally requires dense offsets
+    // (`is_dense`), as producers send them.
     if header.records_count < 0
         || header.last_offset_delta < 0
-        || (header.records_count > 0 && header.records_count != header.last_offset_delta + 1)
+        || header.records_count as i64 > header.last_offset_delta as i64 + 1
     {
         return Err(BatchError::InvalidRecordCount {
             records_count: header.records_count,
@@ -340,6 +347,239 @@ pub fn record_offsets_and_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, Ba
     Ok(records)
 }
 
+/// Attribute bit set by the log cleaner on a batch whose `baseTimestamp` holds the delete
+/// horizon of its tombstones (KIP-534): after that time the cleaner may remove them.
+pub const DELETE_HORIZON: i16 = 0x40;
+
+/// One record of a batch, borrowed from the batch's (decompressed) records section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub timestamp_delta: i64,
+    pub offset_delta: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// A record with a null value is a tombstone in a compacted topic.
+    pub value_is_null: bool,
+    /// The record's bytes from `offsetDelta` to its end (what follows the timestamp delta).
+    pub tail: &'a [u8],
+    /// The record's attributes byte.
+    pub attributes: u8,
+}
+
+fn decompress_with<D: kafka_protocol::compression::Decompressor<bytes::Bytes>>(
+    payload: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let mut input = bytes::Bytes::copy_from_slice(payload);
+    D::decompress(&mut input, |out| {
+        use bytes::Buf;
+        Ok(out.copy_to_bytes(out.remaining()).to_vec())
+    })
+}
+
+fn compress_with<C: kafka_protocol::compression::Compressor<bytes::BytesMut>>(
+    section: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let mut out = bytes::BytesMut::new();
+    C::compress(&mut out, |buf| {
+        use bytes::BufMut;
+        buf.put_slice(section);
+        Ok(())
+    })?;
+    Ok(out.to_vec())
+}
+
+/// The records section of a (validated) batch, decompressed with the batch's codec.
+pub fn records_section(batch: &[u8]) -> Result<Vec<u8>, BatchError> {
+    use kafka_protocol::compression::{Gzip, Lz4, Snappy, Zstd};
+    let header = parse_header(batch)?;
+    let payload = batch
+        .get(HEADER_SIZE..header.total_size())
+        .ok_or(BatchError::Truncated {
+            needed: header.total_size(),
+            available: batch.len(),
+        })?;
+    let result = match header.compression() {
+        0 => return Ok(payload.to_vec()),
+        1 => decompress_with::<Gzip>(payload),
+        2 => decompress_with::<Snappy>(payload),
+        3 => decompress_with::<Lz4>(payload),
+        4 => decompress_with::<Zstd>(payload),
+        codec => return Err(BatchError::InvalidCompression(codec)),
+    };
+    result.map_err(|_| BatchError::MalformedRecord(HEADER_SIZE))
+}
+
+/// Compresses a records section with codec `codec` (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+pub fn compress_section(codec: i16, section: &[u8]) -> Result<Vec<u8>, BatchError> {
+    use kafka_protocol::compression::{Gzip, Lz4, Snappy, Zstd};
+    let result = match codec {
+        0 => return Ok(section.to_vec()),
+        1 => compress_with::<Gzip>(section),
+        2 => compress_with::<Snappy>(section),
+        3 => compress_with::<Lz4>(section),
+        4 => compress_with::<Zstd>(section),
+        codec => return Err(BatchError::InvalidCompression(codec)),
+    };
+    result.map_err(|_| BatchError::InvalidCompression(codec))
+}
+
+fn read_bytes_field<'a>(buf: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {
+    let length = read_varint(buf, at)?;
+    if length < 0 {
+        return Some(None);
+    }
+    let end = at.checked_add(length as usize)?;
+    let bytes = buf.get(*at..end)?;
+    *at = end;
+    Some(Some(bytes))
+}
+
+/// Parses `count` records of a decompressed records section.
+pub fn parse_records(section: &[u8], count: usize) -> Result<Vec<RecordRef<'_>>, BatchError> {
+    let mut records = Vec::with_capacity(count.min(section.len() / 7));
+    let mut at = 0usize;
+    for _ in 0..count {
+        let start = at;
+        let malformed = || BatchError::MalformedRecord(HEADER_SIZE + start);
+        let length = read_varint(section, &mut at).ok_or_else(malformed)?;
+        let body_start = at;
+        if length < 1 || body_start as i64 + length > section.len() as i64 {
+            return Err(malformed());
+        }
+        let body_end = body_start + length as usize;
+        let body = &section[..body_end];
+        let attributes = body[at];
+        at += 1;
+        let timestamp_delta = read_varint(body, &mut at).ok_or_else(malformed)?;
+        let tail_start = at;
+        let offset_delta = read_varint(body, &mut at).ok_or_else(malformed)?;
+        let key = read_bytes_field(body, &mut at).ok_or_else(malformed)?;
+        let value = read_bytes_field(body, &mut at).ok_or_else(malformed)?;
+        records.push(RecordRef {
+            timestamp_delta,
+            offset_delta,
+            key,
+            value,
+            value_is_null: value.is_none(),
+            tail: &section[tail_start..body_end],
+            attributes,
+        });
+        at = body_end;
+    }
+    if at != section.len() {
+        return Err(BatchError::MalformedRecord(HEADER_SIZE + at));
+    }
+    Ok(records)
+}
+
+/// Whether every record of the (validated) batch has a key: a compacted topic refuses keyless
+/// records (Kafka's LogValidator, INVALID_RECORD). Control batches carry keys of their own.
+pub fn all_records_have_keys(batch: &[u8]) -> Result<bool, BatchError> {
+    let header = parse_header(batch)?;
+    let section = records_section(batch)?;
+    let records = parse_records(&section, header.records_count.max(0) as usize)?;
+    Ok(records.iter().all(|record| record.key.is_some()))
+}
+
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        let byte = (zigzag & 0x7f) as u8;
+        zigzag >>= 7;
+        if zigzag == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// An empty batch (no records, no producer) spanning offsets `base_offset..=last_offset`.
+/// The log cleaner writes one where it removed whole batches and no earlier batch could be
+/// stretched over the gap, so offsets inside a segment stay contiguous (what recovery checks,
+/// since the base offset is outside the CRC). Consumers skip it like any empty batch.
+pub fn empty_batch(base_offset: i64, last_offset: i64, partition_leader_epoch: i32) -> Vec<u8> {
+    let mut batch = Vec::with_capacity(HEADER_SIZE);
+    batch.extend_from_slice(&base_offset.to_be_bytes());
+    batch.extend_from_slice(&MIN_BATCH_LENGTH.to_be_bytes());
+    batch.extend_from_slice(&partition_leader_epoch.to_be_bytes());
+    batch.push(2);
+    batch.extend_from_slice(&0u32.to_be_bytes());
+    batch.extend_from_slice(&0i16.to_be_bytes());
+    batch.extend_from_slice(&((last_offset - base_offset) as i32).to_be_bytes());
+    batch.extend_from_slice(&(-1i64).to_be_bytes());
+    batch.extend_from_slice(&(-1i64).to_be_bytes());
+    batch.extend_from_slice(&NO_PRODUCER_ID.to_be_bytes());
+    batch.extend_from_slice(&(-1i16).to_be_bytes());
+    batch.extend_from_slice(&NO_SEQUENCE.to_be_bytes());
+    batch.extend_from_slice(&0i32.to_be_bytes());
+    let crc = compute_crc(&batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// Rewrites the last offset delta of the (whole) batch `batch` and recomputes the CRC: the
+/// log cleaner stretches a batch without a producer id over the removed batches after it.
+pub fn set_last_offset_delta(batch: &mut [u8], last_offset_delta: i32) {
+    batch[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4]
+        .copy_from_slice(&last_offset_delta.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Rebuilds the batch `original` keeping only `kept` of its records (in order), as the log
+/// cleaner does. The base offset, last offset delta (so the batch still ends at its last
+/// offset and the producer's last sequence survives), producer id, epoch, base sequence,
+/// leader epoch and max timestamp are kept; the records are re-compressed with the batch's
+/// codec and the CRC recomputed. With `delete_horizon`, the batch is marked (KIP-534) and its
+/// base timestamp becomes the horizon, the records' timestamp deltas rebased to it. With no
+/// records kept the result is an empty, uncompressed batch header (what Kafka keeps so that
+/// producer state can be rebuilt).
+pub fn rebuild_batch(
+    original: &[u8],
+    kept: &[RecordRef<'_>],
+    delete_horizon: Option<i64>,
+) -> Result<Vec<u8>, BatchError> {
+    let header = parse_header(original)?;
+    let (base_timestamp, rebase) = match delete_horizon {
+        Some(horizon) => (horizon, header.base_timestamp.wrapping_sub(horizon)),
+        None => (header.base_timestamp, 0),
+    };
+    let mut attributes = header.attributes;
+    if delete_horizon.is_some() {
+        attributes |= DELETE_HORIZON;
+    }
+    let payload = if kept.is_empty() {
+        attributes &= !COMPRESSION_MASK;
+        Vec::new()
+    } else {
+        let mut section = Vec::new();
+        let mut body = Vec::new();
+        for record in kept {
+            body.clear();
+            body.push(record.attributes);
+            put_varint(&mut body, record.timestamp_delta.wrapping_add(rebase));
+            body.extend_from_slice(record.tail);
+            put_varint(&mut section, body.len() as i64);
+            section.extend_from_slice(&body);
+        }
+        compress_section(header.compression(), &section)?
+    };
+    let mut batch = Vec::with_capacity(HEADER_SIZE + payload.len());
+    batch.extend_from_slice(&original[..HEADER_SIZE]);
+    batch.extend_from_slice(&payload);
+    let length = (batch.len() - LOG_OVERHEAD) as i32;
+    batch[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[BASE_TIMESTAMP_OFFSET..BASE_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&base_timestamp.to_be_bytes());
+    batch[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4]
+        .copy_from_slice(&(kept.len() as i32).to_be_bytes());
+    let crc = compute_crc(&batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(batch)
+}
+
 /// Builders for tests: a minimal, valid, uncompressed v2 batch with the given records.
 pub mod testing {
     use super::*;
@@ -422,6 +662,21 @@ pub mod testing {
         let crc = compute_crc(&batch);
         batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         batch
+    }
+
+    /// The same batch with its records section compressed with `codec` (1 gzip, 2 snappy,
+    /// 3 lz4, 4 zstd), as a producer with compression.type set sends it.
+    pub fn compress_batch(batch: &[u8], codec: i16) -> Vec<u8> {
+        let compressed = compress_section(codec, &batch[HEADER_SIZE..]).expect("compresses");
+        let mut out = batch[..HEADER_SIZE].to_vec();
+        out.extend_from_slice(&compressed);
+        let length = (out.len() - LOG_OVERHEAD) as i32;
+        out[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
+        let attributes = (read_i16(&out, ATTRIBUTES_OFFSET) & !COMPRESSION_MASK) | codec;
+        out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+        let crc = compute_crc(&out);
+        out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        out
     }
 
     /// A batch of `count` records with values `value-<i>` and no producer id.
@@ -527,6 +782,52 @@ mod tests {
         );
         let short = &batch[..batch.len() - 3];
         assert!(record_offsets_and_timestamps(short).is_err());
+    }
+
+    #[test]
+    fn rebuild_keeps_offsets_sequence_and_codec_and_rebases_timestamps() {
+        let records: Vec<TestRecord> = (0..4)
+            .map(|i| TestRecord {
+                key: Some(format!("k{i}").into_bytes()),
+                value: (i != 2).then(|| format!("v{i}").into_bytes()),
+                headers: vec![("h".to_string(), Some(b"x".to_vec()))],
+            })
+            .collect();
+        for codec in 0..=4 {
+            let mut plain = build_batch(&records, 1_000, 9, 2, 70);
+            set_base_offset(&mut plain, 100);
+            let batch = if codec == 0 {
+                plain
+            } else {
+                compress_batch(&plain, codec)
+            };
+            let header = validate(&batch).unwrap();
+            let section = records_section(&batch).unwrap();
+            let parsed = parse_records(&section, 4).unwrap();
+            let kept = [parsed[1], parsed[2]];
+            let rebuilt = rebuild_batch(&batch, &kept, Some(5_000)).unwrap();
+            let new = validate(&rebuilt).unwrap();
+            assert_eq!(new.compression(), codec, "codec {codec}");
+            assert_eq!(new.base_offset, 100);
+            assert_eq!(new.last_offset(), header.last_offset());
+            assert_eq!(new.last_sequence(), header.last_sequence());
+            assert_eq!(new.records_count, 2);
+            assert_eq!(new.base_timestamp, 5_000);
+            assert_ne!(new.attributes & DELETE_HORIZON, 0);
+            let section = records_section(&rebuilt).unwrap();
+            let again = parse_records(&section, 2).unwrap();
+            assert_eq!(again[0].key, Some(&b"k1"[..]));
+            assert_eq!(again[1].value, None);
+            assert_eq!(again[1].offset_delta, 2);
+            // Record timestamps survive the rebase: base + delta is unchanged.
+            assert_eq!(5_000 + again[0].timestamp_delta, 1_001);
+            let empty = rebuild_batch(&batch, &[], None).unwrap();
+            let empty_header = validate(&empty).unwrap();
+            assert_eq!(empty_header.records_count, 0);
+            assert_eq!(empty_header.compression(), 0);
+            assert_eq!(empty_header.last_sequence(), header.last_sequence());
+            assert_eq!(empty.len(), HEADER_SIZE);
+        }
     }
 
     #[test]

@@ -82,6 +82,10 @@ impl Storage for FileStorage {
         std::fs::remove_dir_all(self.path(dir))
     }
 
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        std::fs::rename(self.path(from), self.path(to))
+    }
+
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         File::open(self.path(dir))?.sync_all()
     }

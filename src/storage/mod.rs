@@ -35,6 +35,16 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn remove_file(&self, path: &str) -> io::Result<()>;
     /// Removes `dir` and everything in it.
     fn remove_dir_all(&self, dir: &str) -> io::Result<()>;
+    /// Renames the file `from` to `to` atomically, replacing `to` if it exists (POSIX
+    /// rename). The log cleaner swaps cleaned segments in with it. Backends without an atomic
+    /// rename return `Unsupported` (the default), and compaction then reports the error.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let _ = (from, to);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this storage has no atomic rename",
+        ))
+    }
     /// Makes the entries of `dir` (files created or removed in it) durable. May block on the
     /// device: call it only from a sync job or at open/close.
     fn sync_dir(&self, dir: &str) -> io::Result<()>;

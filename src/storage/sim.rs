@@ -255,6 +255,21 @@ impl Storage for SimDisk {
         }
     }
 
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        // Modelled as atomic and at once durable, like removal (a journaling file system
+        // commits the rename as one metadata operation); the destination's name is as durable
+        // as the source's was.
+        let mut state = self.lock();
+        let file = state.files.remove(from).ok_or_else(|| not_found(from))?;
+        state.files.insert(to.to_string(), file);
+        if let Some(write) = &mut state.last_write {
+            if write.path == from {
+                write.path = to.to_string();
+            }
+        }
+        Ok(())
+    }
+
     fn remove_dir_all(&self, dir: &str) -> io::Result<()> {
         let mut state = self.lock();
         if !state.dirs.contains(dir) {
