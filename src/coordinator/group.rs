@@ -290,8 +290,21 @@ impl Group {
     /// The JoinGroup response for `member_id` at the current generation; the leader gets
     /// every member's metadata for the selected protocol.
     pub(crate) fn join_response(&self, reply: Reply, member_id: &str) -> Effect {
-        let protocol = self.protocol_name.clone().unwrap_or_default();
         let leader = self.leader.clone().unwrap_or_default();
+        self.join_response_as(reply, member_id, &leader, false)
+    }
+
+    /// A JoinGroup response for the current generation naming `leader` as the leader; the
+    /// member list goes only to a member named leader. `skip_assignment` (v9+, KIP-814) tells
+    /// that leader not to run the assignor.
+    pub(crate) fn join_response_as(
+        &self,
+        reply: Reply,
+        member_id: &str,
+        leader: &str,
+        skip_assignment: bool,
+    ) -> Effect {
+        let protocol = self.protocol_name.clone().unwrap_or_default();
         let members = if leader == member_id {
             self.members
                 .values()
@@ -316,7 +329,9 @@ impl Group {
             response.protocol_type = self.protocol_type.clone().map(StrBytes::from_string);
         }
         response.protocol_name = Some(StrBytes::from_string(protocol));
-        response.leader = StrBytes::from_string(leader);
+        response.leader = StrBytes::from_string(leader.to_string());
+        // The field exists from v9 on; older versions cannot carry it.
+        response.skip_assignment = skip_assignment && reply.api_version >= 9;
         response.member_id = StrBytes::from_string(member_id.to_string());
         response.members = members;
         respond(reply, ResponseKind::JoinGroup(response))

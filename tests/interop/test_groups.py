@@ -254,10 +254,7 @@ def test_mixed_group_librdkafka_and_kafka_python(cluster, members):
 
 @pytest.mark.parametrize("who", [
     "follower",
-    pytest.param("leader", marks=pytest.mark.xfail(strict=True, reason=(
-        "karst bug: a static leader's restart rebalances the group "
-        "(coordinator/handlers/mod.rs replace_static_member rebalances when was_leader; Kafka "
-        "keeps the generation and answers the rejoin with the old leader id)"))),
+    "leader",
 ])
 def test_static_member_restart_keeps_assignment_without_rebalance(karst_group_node, members,
                                                                   who):

@@ -269,8 +269,11 @@ impl GroupCoordinator {
         }
     }
 
-    /// KIP-345: the static member `old_id` restarted as `member`. The old identity is fenced;
-    /// a Stable group whose follower rejoins unchanged keeps its generation and assignment.
+    /// KIP-345: the static member `old_id` restarted as `member`. The old identity is fenced.
+    /// In Stable, if the protocol the group would select is unchanged, the group keeps its
+    /// generation and assignment whether or not the member led it (as Kafka does): the rejoin
+    /// is answered at once and only the new member id is persisted. Otherwise, and always in
+    /// CompletingRebalance (the leader may be assigning to the old id), the group rebalances.
     fn replace_static_member(
         &mut self,
         now: Millis,
@@ -289,11 +292,10 @@ impl GroupCoordinator {
         if let Some(r) = old.awaiting_sync.take() {
             effects.push(sync_error(r, error_code::FENCED_INSTANCE_ID));
         }
-        let was_leader = group.leader.as_deref() == Some(old_id);
-        if was_leader {
+        let old_leader = group.leader.clone().unwrap_or_default();
+        if old_leader == old_id {
             group.leader = Some(member.member_id.clone());
         }
-        let unchanged = old.protocols == member.protocols;
         member.assignment = old.assignment;
         let new_id = member.member_id.clone();
         if let Some(instance) = &member.group_instance_id {
@@ -301,20 +303,34 @@ impl GroupCoordinator {
                 .static_members
                 .insert(instance.clone(), new_id.clone());
         }
+        let reply = member.awaiting_join.take().expect("join reply");
+        group.members.insert(new_id.clone(), member);
         match group.state {
-            GroupState::Stable if unchanged && !was_leader => {
-                let reply = member.awaiting_join.take().expect("join reply");
-                group.members.insert(new_id.clone(), member);
-                effects.push(group.join_response(reply, &new_id));
+            GroupState::Stable if group.select_protocol() == group.protocol_name => {
+                let response = if reply.api_version >= 9 {
+                    // KIP-814: a restarted leader learns it leads (and gets the members, to
+                    // watch metadata) but must not reassign: a Stable group would ignore it.
+                    let leader = group.leader.clone().unwrap_or_default();
+                    let is_leader = leader == new_id;
+                    group.join_response_as(reply, &new_id, &leader, is_leader)
+                } else {
+                    // Before v9 the old leader id is reported: the restarted leader, whose id
+                    // changed, does not see itself as leader, skips the assignor and just
+                    // syncs to get its kept assignment.
+                    group.join_response_as(reply, &new_id, &old_leader, false)
+                };
+                effects.push(response);
                 // The new member id must survive a coordinator failover.
                 self.persist_group_metadata(group_id, effects);
             }
             GroupState::PreparingRebalance => {
-                group.members.insert(new_id, member);
+                let m = group.members.get_mut(&new_id).expect("just inserted");
+                m.awaiting_join = Some(reply);
                 self.maybe_complete_join(now, group_id, effects);
             }
             _ => {
-                group.members.insert(new_id, member);
+                let m = group.members.get_mut(&new_id).expect("just inserted");
+                m.awaiting_join = Some(reply);
                 self.prepare_rebalance(now, group_id, effects);
             }
         }

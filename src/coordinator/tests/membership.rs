@@ -256,6 +256,125 @@ fn kip_345_static_member_rejoin_keeps_generation_and_fences_the_old_id() {
     assert_eq!(error_of(only_response(&e)), NONE);
 }
 
+/// Two static members (instances i1, i2) in Stable at generation 2, assignments "1" and "2";
+/// returns (leader id, follower id).
+fn stable_static_pair(h: &mut Harness) -> (String, String) {
+    let (_, e) = h.request(5, join("", Some("i1"), &range()));
+    let leader = join_response(only_response(&e)).member_id.to_string();
+    let (_, e) = h.request(3, sync(&leader, 1, &[(&leader, b"1")]));
+    h.complete_all(&e);
+    let (_, e) = h.request(5, join("", Some("i2"), &range()));
+    let (_, e2) = h.request(5, join(&leader, Some("i1"), &range()));
+    let all: Vec<Effect> = e.into_iter().chain(e2).collect();
+    let follower = responses(&all)
+        .into_iter()
+        .map(|(_, r)| join_response(r).member_id.to_string())
+        .find(|m| *m != leader)
+        .unwrap();
+    h.request(3, sync(&follower, 2, &[]));
+    let (_, e) = h.request(3, sync(&leader, 2, &[(&leader, b"1"), (&follower, b"2")]));
+    assert_eq!(responses(&h.complete_all(&e)).len(), 2);
+    assert_eq!(h.c.group_state(GROUP), Some("Stable"));
+    (leader, follower)
+}
+
+#[test]
+fn kip_345_restarted_static_leader_keeps_generation_without_rebalance() {
+    for version in [5, 9] {
+        let mut h = Harness::new(config());
+        let (leader, follower) = stable_static_pair(&mut h);
+        // The leader restarts: empty member id, same instance, same protocols.
+        let (_, e) = h.request(version, join("", Some("i1"), &range()));
+        let r = join_response(only_response(&e));
+        assert_eq!(r.error_code, NONE, "v{version}");
+        assert_eq!(r.generation_id, 2, "v{version}: no new generation");
+        let new_id = r.member_id.to_string();
+        assert_ne!(new_id, leader);
+        assert_eq!(h.c.group_state(GROUP), Some("Stable"), "v{version}");
+        if version >= 9 {
+            // KIP-814: told it leads (with the members) but to skip the assignor.
+            assert_eq!(r.leader.as_str(), new_id);
+            assert!(r.skip_assignment);
+            let mut ids: Vec<String> = r.members.iter().map(|m| m.member_id.to_string()).collect();
+            ids.sort();
+            let mut expected = vec![new_id.clone(), follower.clone()];
+            expected.sort();
+            assert_eq!(ids, expected);
+        } else {
+            // Before v9: the old leader id, so the member does not run the assignor.
+            assert_eq!(r.leader.as_str(), leader);
+            assert!(!r.skip_assignment);
+            assert!(r.members.is_empty());
+        }
+        // The new member id (as leader) is persisted, with the assignments kept.
+        let p = persists(&e);
+        assert_eq!(p.len(), 1, "v{version}");
+        let Effect::Persist { records, .. } = p[0] else {
+            unreachable!()
+        };
+        let Record::Group {
+            value: Some(value), ..
+        } = Record::decode(&records[0]).unwrap()
+        else {
+            panic!("not group metadata")
+        };
+        assert_eq!(value.generation_id, 2);
+        assert_eq!(value.leader.as_deref(), Some(new_id.as_str()));
+        let mut stored: Vec<(String, Bytes)> = value
+            .members
+            .iter()
+            .map(|m| (m.member_id.clone(), m.assignment.clone()))
+            .collect();
+        stored.sort();
+        let mut expected = vec![
+            (new_id.clone(), Bytes::from_static(b"1")),
+            (follower.clone(), Bytes::from_static(b"2")),
+        ];
+        expected.sort();
+        assert_eq!(stored, expected);
+        // Both members sync into the same generation and keep their assignments, even when
+        // the leader sends no assignment.
+        let (_, e) = h.request(3, sync(&new_id, 2, &[]));
+        assert_eq!(
+            sync_response(only_response(&e)).assignment,
+            Bytes::from_static(b"1")
+        );
+        let (_, e) = h.request(3, sync(&follower, 2, &[]));
+        assert_eq!(
+            sync_response(only_response(&e)).assignment,
+            Bytes::from_static(b"2")
+        );
+        let (_, e) = h.request(3, heartbeat(&follower, 2, Some("i2")));
+        assert_eq!(error_of(only_response(&e)), NONE);
+        // The old leader identity is fenced.
+        let (_, e) = h.request(3, heartbeat(&leader, 2, Some("i1")));
+        assert_eq!(error_of(only_response(&e)), FENCED_INSTANCE_ID);
+    }
+}
+
+#[test]
+fn kip_345_restarted_static_member_in_completing_rebalance_rebalances() {
+    let mut h = Harness::new(config());
+    let (leader, follower) = stable_static_pair(&mut h);
+    // The follower changes protocols: generation 3 is formed, the leader has not synced yet.
+    let (_, e) = h.request(5, join(&follower, Some("i2"), &[("range", b"x")]));
+    let (_, e2) = h.request(5, join(&leader, Some("i1"), &range()));
+    assert_eq!(responses(&e).len() + responses(&e2).len(), 2);
+    assert_eq!(h.c.group_state(GROUP), Some("CompletingRebalance"));
+    let (_, waiting) = h.request(3, sync(&follower, 3, &[]));
+    assert!(responses(&waiting).is_empty());
+    // The leader restarts before assigning: the assignment it might send would name the old
+    // id, so the group rebalances (as Kafka does) instead of answering at once.
+    let (_, e) = h.request(9, join("", Some("i1"), &range()));
+    assert_eq!(h.c.group_state(GROUP), Some("PreparingRebalance"));
+    let codes: Vec<i16> = responses(&e).iter().map(|(_, r)| error_of(r)).collect();
+    assert_eq!(
+        codes,
+        vec![REBALANCE_IN_PROGRESS],
+        "the follower's SyncGroup"
+    );
+}
+
 #[test]
 fn kip_345_leave_group_v3_batch_reports_per_member() {
     let mut h = Harness::new(config());
