@@ -47,6 +47,17 @@ impl Load {
 pub enum InjectedBug {
     /// The disk acknowledges fsync without making anything durable (acknowledge before write).
     LyingFsync,
+    /// The broker serves fetches up to the log end offset while reporting the high watermark
+    /// (under the durable flush policy: records not yet fsynced are read). Node workload only;
+    /// compiled into Karst only in the simulation build (`karst::buggify`).
+    ServeAboveHighWatermark,
+}
+
+/// Whether the run's BUGGIFY fault points may be enabled (the seed picks which).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuggifyChoice {
+    On,
+    Off,
 }
 
 /// Everything that, with the seed and the commit, determines a run.
@@ -74,6 +85,10 @@ pub struct RunOptions {
     /// Test-only: inject a known bug to show the checkers catch it.
     #[arg(long, value_enum)]
     pub inject_bug: Option<InjectedBug>,
+    /// BUGGIFY fault points in Karst's code (slow fsync, short reads, ...): on lets the seed
+    /// enable some of them for the run.
+    #[arg(long, value_enum, default_value = "on")]
+    pub buggify: BuggifyChoice,
 }
 
 /// The flush policy of a run; `seed` lets the seed choose (swarm).
@@ -124,6 +139,8 @@ impl RunOptions {
             self.fault_phase_ms.to_string(),
             "--flush".to_string(),
             value_name(self.flush),
+            "--buggify".to_string(),
+            value_name(self.buggify),
         ];
         if let Some(bug) = self.inject_bug {
             args.push("--inject-bug".to_string());
@@ -169,13 +186,19 @@ mod tests {
             "--flush",
             "page-cache",
             "--inject-bug",
-            "lying-fsync",
+            "serve-above-high-watermark",
+            "--buggify",
+            "off",
         ]);
         let args = parsed.options.to_args();
         let again = Wrapper::parse_from(std::iter::once("x".to_string()).chain(args.clone()));
         assert_eq!(again.options.to_args(), args);
         assert_eq!(again.options.workload, Workload::Node);
-        assert_eq!(again.options.inject_bug, Some(InjectedBug::LyingFsync));
+        assert_eq!(
+            again.options.inject_bug,
+            Some(InjectedBug::ServeAboveHighWatermark)
+        );
+        assert_eq!(again.options.buggify, BuggifyChoice::Off);
         assert_eq!(again.options.faults, FaultSet::parse("net,kill").unwrap());
     }
 }
