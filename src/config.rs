@@ -123,6 +123,22 @@ pub struct NodeConfig {
     pub log_message_timestamp_type: TimestampType,
     /// `karst.seed`: seed of the broker's RNG (topic ids); default derived at start-up.
     pub karst_seed: Option<u64>,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when it is created.
+    pub offsets_topic_num_partitions: i32,
+    /// `group.initial.rebalance.delay.ms`: an empty group's first join phase waits this long.
+    pub group_initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms`
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`
+    pub group_max_session_timeout_ms: i32,
+    /// `group.max.size`: members (and KIP-394 pending members) of one group.
+    pub group_max_size: usize,
+    /// `offsets.retention.minutes`: committed offsets of an empty group expire after this.
+    pub offsets_retention_minutes: i64,
+    /// `offsets.retention.check.interval.ms`
+    pub offsets_retention_check_interval_ms: i64,
+    /// `offset.metadata.max.bytes`: largest metadata string of one committed offset.
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for NodeConfig {
@@ -153,6 +169,14 @@ impl Default for NodeConfig {
             log_flush_interval_ms: None,
             log_message_timestamp_type: TimestampType::CreateTime,
             karst_seed: None,
+            offsets_topic_num_partitions: 50,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: 1_000,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -214,6 +238,14 @@ impl NodeConfig {
         "log.flush.interval.ms",
         "log.message.timestamp.type",
         "karst.seed",
+        "offsets.topic.num.partitions",
+        "group.initial.rebalance.delay.ms",
+        "group.min.session.timeout.ms",
+        "group.max.session.timeout.ms",
+        "group.max.size",
+        "offsets.retention.minutes",
+        "offsets.retention.check.interval.ms",
+        "offset.metadata.max.bytes",
     ];
 
     /// Sets one setting by its Kafka name from its text form.
@@ -293,6 +325,28 @@ impl NodeConfig {
                 self.log_message_timestamp_type = parse_timestamp_type(key, value)?
             }
             "karst.seed" => self.karst_seed = Some(parse(key, value)?),
+            "offsets.topic.num.partitions" => {
+                self.offsets_topic_num_partitions = parse_at_least(key, value, 1)?
+            }
+            "group.initial.rebalance.delay.ms" => {
+                self.group_initial_rebalance_delay_ms = parse_at_least(key, value, 0)?
+            }
+            "group.min.session.timeout.ms" => {
+                self.group_min_session_timeout_ms = parse_at_least(key, value, 0)?
+            }
+            "group.max.session.timeout.ms" => {
+                self.group_max_session_timeout_ms = parse_at_least(key, value, 0)?
+            }
+            "group.max.size" => self.group_max_size = parse_at_least(key, value, 1)?,
+            "offsets.retention.minutes" => {
+                self.offsets_retention_minutes = parse_at_least(key, value, 1)?
+            }
+            "offsets.retention.check.interval.ms" => {
+                self.offsets_retention_check_interval_ms = parse_at_least(key, value, 1)?
+            }
+            "offset.metadata.max.bytes" => {
+                self.offset_metadata_max_bytes = parse_at_least(key, value, 0)?
+            }
             _ => return Err(ConfigError::Unknown(key.to_string())),
         }
         Ok(())
@@ -353,6 +407,16 @@ impl NodeConfig {
             }
             .to_string(),
             "karst.seed" => self.karst_seed.map(|s| s.to_string()).unwrap_or_default(),
+            "offsets.topic.num.partitions" => self.offsets_topic_num_partitions.to_string(),
+            "group.initial.rebalance.delay.ms" => self.group_initial_rebalance_delay_ms.to_string(),
+            "group.min.session.timeout.ms" => self.group_min_session_timeout_ms.to_string(),
+            "group.max.session.timeout.ms" => self.group_max_session_timeout_ms.to_string(),
+            "group.max.size" => self.group_max_size.to_string(),
+            "offsets.retention.minutes" => self.offsets_retention_minutes.to_string(),
+            "offsets.retention.check.interval.ms" => {
+                self.offsets_retention_check_interval_ms.to_string()
+            }
+            "offset.metadata.max.bytes" => self.offset_metadata_max_bytes.to_string(),
             _ => return None,
         };
         Some(text)

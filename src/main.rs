@@ -21,6 +21,8 @@ enum Command {
     Consume(karst::cli::consume::ConsumeArgs),
     /// Producer and consumer throughput/latency tests.
     Perf(karst::cli::perf::PerfArgs),
+    /// List, describe and delete consumer groups; reset their offsets.
+    Groups(karst::cli::groups::GroupsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +33,6 @@ fn main() -> anyhow::Result<()> {
         Command::Produce(args) => karst::cli::produce::run(args),
         Command::Consume(args) => karst::cli::consume::run(args),
         Command::Perf(args) => karst::cli::perf::run(args),
+        Command::Groups(args) => karst::cli::groups::run(args),
     }
 }

@@ -17,6 +17,7 @@
 //! extent, size and producer fields, the log validates its CRC and assigns offsets in place,
 //! and fetches return stored bytes as they are.
 
+mod internal;
 pub mod producer_state;
 mod registry;
 mod requests;
@@ -34,6 +35,10 @@ use crate::storage::Storage;
 use crate::Millis;
 use producer_state::ProducerStates;
 
+pub use internal::{
+    internal_offsets_log_config, is_internal_topic, InternalLogError, CONSUMER_OFFSETS,
+    OFFSETS_TOPIC_SEGMENT_BYTES,
+};
 pub use topics::{validate_topic_name, TopicNameError};
 
 /// A client connection, numbered by the runtime.
@@ -59,6 +64,12 @@ pub enum Input {
     Request {
         id: RequestId,
         request: Box<DecodedRequest>,
+    },
+    /// A connection was accepted from `client_host` (Kafka's form, e.g. "/127.0.0.1"). The
+    /// broker ignores it; the node keeps the host for the group coordinator.
+    ConnectionOpened {
+        connection: ConnectionId,
+        client_host: String,
     },
     ConnectionClosed(ConnectionId),
     /// `next_deadline()` has passed.
@@ -233,6 +244,7 @@ impl Broker {
                 self.parked_produces
                     .retain(|parked| parked.id.connection != connection);
             }
+            Input::ConnectionOpened { .. } => {}
             Input::Timer => self.handle_timer(now, effects),
             Input::SyncCompleted {
                 log,

@@ -151,7 +151,7 @@ impl Broker {
         self.registry_generation = registry.generation;
         for (name, (id, partitions, overrides)) in registry.topics {
             let config = TopicConfig { overrides };
-            let log_config = config.log_config(&self.config);
+            let log_config = self.topic_log_config(&name, &config);
             let mut logs = Vec::with_capacity(partitions.max(0) as usize);
             for index in 0..partitions {
                 let log = PartitionLog::open(

@@ -11,7 +11,6 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 
 use super::producer_state::SequenceCheck;
 use super::{
@@ -97,9 +96,6 @@ impl Broker {
             }
             RequestKind::InitProducerId(request) => {
                 ResponseKind::InitProducerId(self.handle_init_producer_id(request))
-            }
-            RequestKind::FindCoordinator(request) => {
-                ResponseKind::FindCoordinator(handle_find_coordinator(version, request))
             }
             other => {
                 // The codec only lets through what api_versions::SUPPORTED lists, and every
@@ -235,6 +231,10 @@ impl Broker {
         acks: i16,
         now: Millis,
     ) -> PartitionOutcome {
+        if super::is_internal_topic(name) {
+            // Only the node writes internal topics (Kafka: INVALID_TOPIC_EXCEPTION).
+            return PartitionOutcome::Failed(error::INVALID_TOPIC_EXCEPTION);
+        }
         let max_message_bytes = match self.topics.get(name) {
             Some(topic) if (0..topic.partitions.len() as i32).contains(&index) => {
                 topic.config.max_message_bytes(&self.config)
@@ -662,6 +662,7 @@ impl Broker {
                 let mut result = DeleteRecordsPartitionResult::default()
                     .with_partition_index(wanted.partition_index)
                     .with_low_watermark(-1);
+                let internal = super::is_internal_topic(wanted_topic.name.as_str());
                 let partition = self
                     .topics
                     .get_mut(wanted_topic.name.as_str())
@@ -669,6 +670,7 @@ impl Broker {
                     .filter(|_| wanted.partition_index >= 0);
                 match partition {
                     None => result.error_code = error::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(_) if internal => result.error_code = error::INVALID_TOPIC_EXCEPTION,
                     Some(partition) => {
                         let high_watermark = partition.high_watermark();
                         // -1 means "up to the high watermark".
@@ -729,38 +731,6 @@ impl Broker {
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(0)
     }
-}
-
-/// No group or transaction coordinator runs yet: every lookup is COORDINATOR_NOT_AVAILABLE,
-/// which clients treat as retriable. (librdkafka needs FindCoordinator advertised to use lz4.)
-fn handle_find_coordinator(
-    version: i16,
-    request: FindCoordinatorRequest,
-) -> FindCoordinatorResponse {
-    const MESSAGE: &str = "Karst does not run a group or transaction coordinator yet";
-    let mut response = FindCoordinatorResponse::default();
-    if version >= 4 {
-        response.coordinators = request
-            .coordinator_keys
-            .into_iter()
-            .map(|key| {
-                find_coordinator_response::Coordinator::default()
-                    .with_key(key)
-                    .with_node_id(BrokerId(-1))
-                    .with_port(-1)
-                    .with_error_code(error::COORDINATOR_NOT_AVAILABLE)
-                    .with_error_message(Some(StrBytes::from_static_str(MESSAGE)))
-            })
-            .collect();
-    } else {
-        response.error_code = error::COORDINATOR_NOT_AVAILABLE;
-        response.node_id = BrokerId(-1);
-        response.port = -1;
-        if version >= 1 {
-            response.error_message = Some(StrBytes::from_static_str(MESSAGE));
-        }
-    }
-    response
 }
 
 fn append_error_code(err: &AppendError) -> i16 {

@@ -640,6 +640,11 @@ fn every_advertised_version_encodes_its_response() {
     let topic_id = harness.create_topic("all", 2);
     harness.request(NOW, 9, produce("all", 0, 1, simple_batch(3, 10)));
     for &(api_key, min, max) in SUPPORTED {
+        if crate::node::routes_to_coordinator(api_key) {
+            // Answered by the node and the group coordinator, not the broker: covered by
+            // node::tests and coordinator::tests.
+            continue;
+        }
         for version in min..=max {
             let name = format!("v{}-{version}", api_key as i16);
             let request = match api_key {
@@ -745,15 +750,6 @@ fn every_advertised_version_encodes_its_response() {
                 ),
                 ApiKey::DescribeCluster => {
                     RequestKind::DescribeCluster(DescribeClusterRequest::default())
-                }
-                ApiKey::FindCoordinator => {
-                    let mut request = FindCoordinatorRequest::default().with_key_type(0);
-                    if version >= 4 {
-                        request.coordinator_keys = vec![StrBytes::from_static_str("group")];
-                    } else {
-                        request.key = StrBytes::from_static_str("group");
-                    }
-                    RequestKind::FindCoordinator(request)
                 }
                 other => panic!("add a request for {other:?}"),
             };

@@ -17,6 +17,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
+use super::internal::is_internal_topic;
 use super::{Broker, Partition, Topic, MAX_PARTITIONS_PER_TOPIC};
 use crate::config::{TopicConfig, TOPIC_CONFIGS};
 use crate::log::PartitionLog;
@@ -142,7 +143,7 @@ impl Broker {
         now: Millis,
     ) -> Result<uuid::Uuid, CreateError> {
         let id = self.new_topic_id();
-        let log_config = config.log_config(&self.config);
+        let log_config = self.topic_log_config(name, &config);
         let mut logs = Vec::with_capacity(partitions as usize);
         for index in 0..partitions {
             // A crash between a DeleteTopics' registry write and its file removal can leave
@@ -218,6 +219,7 @@ impl Broker {
             .collect();
         let mut response = MetadataResponseTopic::default()
             .with_name(Some(TopicName(str_bytes(&topic.name))))
+            .with_is_internal(is_internal_topic(&topic.name))
             .with_partitions(partitions);
         if version >= 10 {
             response.topic_id = topic.id;
@@ -240,8 +242,11 @@ impl Broker {
         };
         match requested {
             None => {
+                // Kafka lists internal topics only to clients that name them.
                 for topic in self.topics.values() {
-                    topics.push(self.metadata_topic(topic, version));
+                    if !is_internal_topic(&topic.name) {
+                        topics.push(self.metadata_topic(topic, version));
+                    }
                 }
             }
             Some(list) => {
@@ -264,7 +269,10 @@ impl Broker {
                         },
                     };
                     if !self.topics.contains_key(&name) {
-                        let code = if validate_topic_name(&name).is_err() {
+                        let code = if is_internal_topic(&name) {
+                            // Created by the node when first needed, never by a client.
+                            error::UNKNOWN_TOPIC_OR_PARTITION
+                        } else if validate_topic_name(&name).is_err() {
                             error::INVALID_TOPIC_EXCEPTION
                         } else if allow_auto_create {
                             self.auto_create(&name, now)
@@ -465,6 +473,10 @@ impl Broker {
                 Some(_) if !self.config.delete_topic_enable => {
                     result.error_code = error::TOPIC_DELETION_DISABLED
                 }
+                Some(resolved) if is_internal_topic(&resolved) => {
+                    result.error_code = error::INVALID_TOPIC_EXCEPTION;
+                    result.error_message = Some(str_bytes("internal topics cannot be deleted"));
+                }
                 Some(resolved) => {
                     let topic = self.topics.remove(&resolved).expect("resolved above");
                     self.topic_names_by_id.remove(&topic.id);
@@ -514,6 +526,14 @@ impl Broker {
     ) -> Result<(), CreateError> {
         let node = BrokerId(self.config.node_id);
         let storage = self.storage.clone();
+        if is_internal_topic(name) && self.topics.contains_key(name) {
+            // Adding partitions would move groups to other partitions (group -> partition is
+            // a hash modulo the count), losing their committed offsets.
+            return Err(create_error(
+                error::INVALID_TOPIC_EXCEPTION,
+                "partitions cannot be added to an internal topic",
+            ));
+        }
         let Some(topic) = self.topics.get_mut(name) else {
             return Err(create_error(
                 error::UNKNOWN_TOPIC_OR_PARTITION,
@@ -676,6 +696,13 @@ impl Broker {
                 format!("unknown topic {name:?}"),
             ));
         };
+        if is_internal_topic(name) {
+            // Its log configuration is fixed (internal_offsets_log_config).
+            return Err((
+                error::INVALID_REQUEST,
+                format!("the configs of internal topic {name:?} cannot be altered"),
+            ));
+        }
         let mut config = topic.config.clone();
         for change in changes {
             let key = change.name.as_str();

@@ -1,7 +1,11 @@
 //! `karst consume`: the console consumer (like kafka-console-consumer.sh). Reads every
 //! partition of a topic (or one), from the end by default, from the beginning, an offset or
 //! a timestamp; prints one record per line, optionally with timestamp, partition, offset,
-//! headers and key, in Kafka's DefaultMessageFormatter layout.
+//! headers and key, in Kafka's DefaultMessageFormatter layout. With `--group G` it joins the
+//! consumer group G instead (subscribe), starts at the group's committed offsets (else the end,
+//! or the beginning with `--from-beginning`), and commits what it printed: every
+//! `auto.commit.interval.ms`, before a rebalance and on exit. It never takes more records from
+//! the consumer than `--max-messages` still allows, so it never commits an unprinted record.
 
 use std::io::Write;
 use std::time::Duration;
@@ -13,6 +17,8 @@ use crate::client::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Topic
 
 /// Longest single wait inside `poll`, so `--timeout-ms` and output flushing stay responsive.
 const POLL_SLICE_MS: u64 = 200;
+/// Kafka's default `max.poll.records`.
+const MAX_POLL_RECORDS: u64 = 500;
 
 /// Arguments of `karst consume`.
 #[derive(Debug, Args)]
@@ -40,8 +46,8 @@ pub struct ConsumeArgs {
     /// Exit when no record arrived for this long.
     #[arg(long = "timeout-ms")]
     pub timeout_ms: Option<u64>,
-    /// Consumer group (not supported yet: consumer groups need the group coordinator).
-    #[arg(long)]
+    /// Join this consumer group (subscribe) and commit what was printed.
+    #[arg(long, conflicts_with_all = ["partition", "offset", "timestamp"])]
     pub group: Option<String>,
     #[arg(long = "print-key")]
     pub print_key: bool,
@@ -63,12 +69,8 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: ConsumeArgs) -> anyhow::Result<()> {
-    if args.group.is_some() {
-        anyhow::bail!(
-            "--group is not supported yet (consumer groups come with the group coordinator)"
-        );
-    }
     let config = ConsumerConfig {
+        group_id: args.group.clone(),
         client: crate::client::ClientConfig {
             allow_auto_topic_creation: false,
             ..args.bootstrap.client_config()
@@ -84,6 +86,10 @@ async fn run_async(args: ConsumeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| explain(e, &args.bootstrap.bootstrap_server))?;
     let partitions = match args.partition {
+        _ if args.group.is_some() => {
+            consumer.subscribe(vec![args.topic.clone()]).await?;
+            Vec::new()
+        }
         Some(p) => {
             let tp = TopicPartition::new(args.topic.as_str(), p);
             consumer.assign(vec![tp.clone()]);
@@ -114,6 +120,9 @@ async fn run_async(args: ConsumeArgs) -> anyhow::Result<()> {
         if args.max_messages.is_some_and(|max| count >= max) {
             break;
         }
+        if let Some(max) = args.max_messages {
+            consumer.set_max_poll_records((max - count).min(MAX_POLL_RECORDS) as usize);
+        }
         let records = consumer.poll(Duration::from_millis(POLL_SLICE_MS)).await?;
         if records.is_empty() {
             out.flush()?;
@@ -132,6 +141,8 @@ async fn run_async(args: ConsumeArgs) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
+    // With a group: commit what was printed and leave the group.
+    consumer.close().await?;
     eprintln!("Processed a total of {count} messages");
     Ok(())
 }

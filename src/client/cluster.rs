@@ -379,6 +379,13 @@ impl Cluster {
             .clone()
     }
 
+    /// A new connection to `addr` outside the pool, for a caller that must not share one
+    /// (the group coordinator connection: JoinGroup is held by the broker, and a broker answers
+    /// a connection's requests in order, so fetches behind it would wait).
+    pub async fn open_dedicated(&self, addr: &str) -> Result<Connection> {
+        self.open(addr).await
+    }
+
     async fn open(&self, addr: &str) -> Result<Connection> {
         let c = &self.inner.config;
         Connection::connect(

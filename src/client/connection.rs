@@ -364,6 +364,13 @@ pub struct PendingResponse<T> {
 }
 
 impl<T: Decodable> PendingResponse<T> {
+    /// Waits `timeout` instead of `request.timeout.ms` (JoinGroup may be held by the
+    /// coordinator for up to the rebalance timeout, as Kafka's clients allow for).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     pub async fn wait(self) -> Result<T> {
         let body = match tokio::time::timeout(self.timeout, self.reply).await {
             Ok(Ok(result)) => result?,

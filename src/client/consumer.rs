@@ -12,8 +12,11 @@
 //! - Positions advance past control batches and records below the fetch offset. NOT_LEADER /
 //!   UNKNOWN_TOPIC / lost connections refresh metadata and fetch again from the new leader;
 //!   OFFSET_OUT_OF_RANGE applies `auto.offset.reset`.
-//! - Consumer groups (subscribe, commit) are not implemented yet: they need the group
-//!   coordinator; this consumer is the place they plug in.
+//! - With `group.id`, [`Consumer::subscribe`] joins the group (see [`super::group`] and
+//!   [`super::consumer_group`]): the assignment comes from the group, starting positions from
+//!   the committed offsets (else `auto.offset.reset`), and `poll` hands out records only while
+//!   the member holds the assignment they were fetched for. With `group.id` and `assign`,
+//!   positions also start at the committed offsets and commits carry generation -1.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -29,7 +32,10 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::assignor::AssignmentStrategy;
 use super::cluster::Cluster;
+use super::consumer_group::Membership;
+use super::group::GroupClient;
 use super::records::{decode_batches, Header};
 use super::{backoff_ms, ClientConfig, ClientError, Result, TopicPartition};
 
@@ -87,6 +93,22 @@ pub struct ConsumerConfig {
     pub max_buffered_bytes: usize,
     /// `isolation.level`: 0 read_uncommitted, 1 read_committed.
     pub isolation_level: i8,
+    /// `group.id`: needed by `subscribe` and the commit calls.
+    pub group_id: Option<String>,
+    /// `group.instance.id`: a static member (KIP-345).
+    pub group_instance_id: Option<String>,
+    /// `session.timeout.ms`.
+    pub session_timeout_ms: i32,
+    /// `heartbeat.interval.ms`.
+    pub heartbeat_interval_ms: u64,
+    /// `max.poll.interval.ms`, sent as the rebalance timeout in JoinGroup.
+    pub max_poll_interval_ms: i32,
+    /// `enable.auto.commit`.
+    pub enable_auto_commit: bool,
+    /// `auto.commit.interval.ms`.
+    pub auto_commit_interval_ms: u64,
+    /// `partition.assignment.strategy`, in order of preference.
+    pub partition_assignment_strategy: Vec<AssignmentStrategy>,
 }
 
 impl Default for ConsumerConfig {
@@ -104,6 +126,14 @@ impl Default for ConsumerConfig {
             max_poll_records: 500,
             max_buffered_bytes: 64 * 1024 * 1024,
             isolation_level: 0,
+            group_id: None,
+            group_instance_id: None,
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 3_000,
+            max_poll_interval_ms: 300_000,
+            enable_auto_commit: true,
+            auto_commit_interval_ms: 5_000,
+            partition_assignment_strategy: vec![AssignmentStrategy::Range],
         }
     }
 }
@@ -123,22 +153,24 @@ pub struct ConsumerRecord {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reset {
+pub(super) enum Reset {
     Earliest,
     Latest,
     Timestamp(i64),
+    /// The group's committed offset, else `auto.offset.reset`.
+    Committed,
 }
 
 #[derive(Clone, Debug)]
-struct Position {
-    topic: Arc<str>,
+pub(super) struct Position {
+    pub(super) topic: Arc<str>,
     /// The next offset to fetch; None until resolved.
-    offset: Option<i64>,
+    pub(super) offset: Option<i64>,
     /// How to resolve a missing offset.
-    reset: Option<Reset>,
+    pub(super) reset: Option<Reset>,
     /// Back-off after a failed fetch or reset.
-    not_before: Option<Instant>,
-    failures: u32,
+    pub(super) not_before: Option<Instant>,
+    pub(super) failures: u32,
 }
 
 struct FetchResult {
@@ -151,16 +183,23 @@ struct FetchResult {
 
 /// A consumer with manual assignment.
 pub struct Consumer {
-    cluster: Cluster,
-    config: ConsumerConfig,
-    positions: BTreeMap<TopicPartition, Position>,
-    buffered: VecDeque<ConsumerRecord>,
+    pub(super) cluster: Cluster,
+    pub(super) config: ConsumerConfig,
+    pub(super) positions: BTreeMap<TopicPartition, Position>,
+    pub(super) buffered: VecDeque<ConsumerRecord>,
     buffered_bytes: usize,
     in_flight: BTreeSet<i32>,
     epoch: u64,
     results_tx: mpsc::Sender<FetchResult>,
     results_rx: mpsc::Receiver<FetchResult>,
     metadata_wanted: bool,
+    /// The coordinator side of `group.id`, when set.
+    pub(super) group: Option<GroupClient>,
+    /// The subscription's membership task and shared state, after `subscribe`.
+    pub(super) membership: Option<Membership>,
+    /// Next offset after the last record handed out, per partition (what commits commit).
+    pub(super) consumed: BTreeMap<TopicPartition, i64>,
+    pub(super) next_auto_commit: Option<Instant>,
 }
 
 impl Consumer {
@@ -171,6 +210,10 @@ impl Consumer {
 
     pub fn with_cluster(cluster: Cluster, config: ConsumerConfig) -> Consumer {
         let (results_tx, results_rx) = mpsc::channel(FETCH_RESULTS_CAPACITY);
+        let group = config
+            .group_id
+            .as_ref()
+            .map(|g| GroupClient::new(cluster.clone(), g));
         Consumer {
             cluster,
             config,
@@ -182,6 +225,10 @@ impl Consumer {
             results_tx,
             results_rx,
             metadata_wanted: true,
+            group,
+            membership: None,
+            consumed: BTreeMap::new(),
+            next_auto_commit: None,
         }
     }
 
@@ -189,12 +236,19 @@ impl Consumer {
         &self.cluster
     }
 
-    /// Replaces the assignment. Kept partitions keep their positions.
+    /// Changes `max.poll.records` (e.g. so a tool that stops after N records is never handed,
+    /// and so never commits, more than it processed).
+    pub fn set_max_poll_records(&mut self, max_poll_records: usize) {
+        self.config.max_poll_records = max_poll_records.max(1);
+    }
+
+    /// Replaces the assignment. Kept partitions keep their positions. With `group.id`, new
+    /// partitions start at the group's committed offsets.
     pub fn assign(&mut self, partitions: Vec<TopicPartition>) {
-        let default_reset = match self.config.auto_offset_reset {
-            OffsetReset::Earliest => Some(Reset::Earliest),
-            OffsetReset::Latest => Some(Reset::Latest),
-            OffsetReset::None => None,
+        let default_reset = if self.group.is_some() {
+            Some(Reset::Committed)
+        } else {
+            self.default_reset()
         };
         let mut next = BTreeMap::new();
         for tp in partitions {
@@ -208,8 +262,18 @@ impl Consumer {
             next.insert(tp, position);
         }
         self.positions = next;
+        self.consumed
+            .retain(|tp, _| self.positions.contains_key(tp));
         self.invalidate();
         self.metadata_wanted = true;
+    }
+
+    pub(super) fn default_reset(&self) -> Option<Reset> {
+        match self.config.auto_offset_reset {
+            OffsetReset::Earliest => Some(Reset::Earliest),
+            OffsetReset::Latest => Some(Reset::Latest),
+            OffsetReset::None => None,
+        }
     }
 
     /// Every partition of `topic` (after a metadata lookup).
@@ -283,7 +347,7 @@ impl Consumer {
 
     /// Drops buffered records and in-flight fetches; positions go back to the first record
     /// not yet returned.
-    fn invalidate(&mut self) {
+    pub(super) fn invalidate(&mut self) {
         let mut first: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         for r in &self.buffered {
             first
@@ -306,7 +370,11 @@ impl Consumer {
     /// Returns up to `max.poll.records` records, waiting at most `timeout` for some.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
+        self.maybe_auto_commit().await;
         loop {
+            if self.membership.is_some() && !self.follow_group(deadline).await? {
+                return Ok(Vec::new());
+            }
             self.resolve_positions().await?;
             self.send_fetches().await;
             if !self.buffered.is_empty() {
@@ -314,6 +382,11 @@ impl Consumer {
                 let out: Vec<ConsumerRecord> = self.buffered.drain(..n).collect();
                 let bytes: usize = out.iter().map(record_bytes).sum();
                 self.buffered_bytes -= bytes.min(self.buffered_bytes);
+                if !self.hand_out(&out) {
+                    // The group moved on since these were fetched: they are not ours to return.
+                    self.invalidate();
+                    continue;
+                }
                 // Room freed: keep the pipeline full.
                 self.send_fetches().await;
                 return Ok(out);
@@ -339,19 +412,25 @@ impl Consumer {
         }
     }
 
-    /// Resolves positions that need a reset, by ListOffsets at each leader.
+    /// Resolves positions that need a reset: committed offsets by OffsetFetch, the rest by
+    /// ListOffsets at each leader.
     async fn resolve_positions(&mut self) -> Result<()> {
+        self.resolve_committed().await?;
         let now = Instant::now();
         let wanted: Vec<(TopicPartition, i64)> = self
             .positions
             .iter()
-            .filter(|(_, p)| p.offset.is_none() && p.not_before.is_none_or(|t| t <= now))
+            .filter(|(_, p)| {
+                p.offset.is_none()
+                    && p.reset != Some(Reset::Committed)
+                    && p.not_before.is_none_or(|t| t <= now)
+            })
             .map(|(tp, p)| {
                 let timestamp = match p.reset {
                     Some(Reset::Earliest) => Ok(EARLIEST_TIMESTAMP),
                     Some(Reset::Latest) => Ok(LATEST_TIMESTAMP),
                     Some(Reset::Timestamp(ts)) => Ok(ts),
-                    None => Err(ClientError::InvalidArgument(format!(
+                    Some(Reset::Committed) | None => Err(ClientError::InvalidArgument(format!(
                         "{tp} has no position and auto.offset.reset is none"
                     ))),
                 };
@@ -598,7 +677,7 @@ impl Consumer {
         Ok(())
     }
 
-    fn back_off(&mut self, tp: &TopicPartition) {
+    pub(super) fn back_off(&mut self, tp: &TopicPartition) {
         if let Some(p) = self.positions.get_mut(tp) {
             let pause = backoff_ms(&self.config.client, p.failures);
             p.failures += 1;

@@ -13,19 +13,28 @@
 //! - Every queue has a bound: requests queued per connection ([`connection::MAX_QUEUED_REQUESTS`]),
 //!   producer buffer ([`ProducerConfig::buffer_memory`]), consumer prefetch
 //!   ([`ConsumerConfig::max_buffered_bytes`]).
-//! - Consumer groups (subscribe, commit) are not here yet: they come with the group coordinator.
+//! - Consumer groups: [`Consumer::subscribe`] joins a group through the classic protocol
+//!   ([`group`], assignors in [`assignor`]); commits and committed offsets live in
+//!   [`consumer_group`]; group administration in [`Admin`].
 
 pub mod admin;
+pub mod admin_groups;
+pub mod assignor;
 pub mod cluster;
 pub mod connection;
 pub mod consumer;
+pub mod consumer_group;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
 
 pub use admin::{Admin, ConfigEntry, NewTopic, PartitionInfo, TopicDescription};
+pub use admin_groups::{GroupDescription, GroupListing, MemberDescription};
+pub use assignor::AssignmentStrategy;
 pub use cluster::{BrokerInfo, Cluster, PartitionMetadata, TopicMetadata};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
+pub use consumer_group::CommitHandle;
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };

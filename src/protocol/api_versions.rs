@@ -1,7 +1,7 @@
 //! The APIs and versions Karst implements, as advertised by ApiVersions.
 //!
-//! Rule: advertise exactly what the broker handles. Every entry here has a handler in
-//! `crate::broker`; clients pick min(their max, our max), so the maxima cover what librdkafka 2.x
+//! Rule: advertise exactly what the node handles. Every entry here has a handler in
+//! `crate::broker` or, for the group APIs, `crate::node` and `crate::coordinator`; clients pick min(their max, our max), so the maxima cover what librdkafka 2.x
 //! and kafka-python 3.x send (see FACTS.md) and the minima are the crate's lowest decodable.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -22,9 +22,20 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
-    // Answered COORDINATOR_NOT_AVAILABLE until Karst has a group coordinator; advertised
-    // because librdkafka enables lz4 compression only for brokers that list FindCoordinator.
+    // The group APIs (docs/coordinator.md). librdkafka uses consumer groups only with a
+    // broker that lists all of FindCoordinator, OffsetCommit, OffsetFetch, JoinGroup,
+    // SyncGroup, Heartbeat and LeaveGroup (and enables lz4 only if FindCoordinator is listed).
     (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The supported version range of `api_key`, if Karst implements it.
@@ -81,6 +92,16 @@ mod tests {
             ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
             ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
+            ApiKey::JoinGroup => JoinGroupRequest::VERSIONS,
+            ApiKey::SyncGroup => SyncGroupRequest::VERSIONS,
+            ApiKey::Heartbeat => HeartbeatRequest::VERSIONS,
+            ApiKey::LeaveGroup => LeaveGroupRequest::VERSIONS,
+            ApiKey::OffsetCommit => OffsetCommitRequest::VERSIONS,
+            ApiKey::OffsetFetch => OffsetFetchRequest::VERSIONS,
+            ApiKey::DescribeGroups => DescribeGroupsRequest::VERSIONS,
+            ApiKey::ListGroups => ListGroupsRequest::VERSIONS,
+            ApiKey::DeleteGroups => DeleteGroupsRequest::VERSIONS,
+            ApiKey::OffsetDelete => OffsetDeleteRequest::VERSIONS,
             other => panic!("no codec range listed for {other:?}"),
         };
         for &(key, min, max) in SUPPORTED {
@@ -103,6 +124,22 @@ mod tests {
             (ApiKey::ListOffsets, 7),
             (ApiKey::CreateTopics, 4),
             (ApiKey::InitProducerId, 4),
+            // librdkafka's group versions
+            (ApiKey::FindCoordinator, 2),
+            (ApiKey::JoinGroup, 5),
+            (ApiKey::SyncGroup, 3),
+            (ApiKey::Heartbeat, 3),
+            (ApiKey::LeaveGroup, 1),
+            (ApiKey::OffsetCommit, 9),
+            (ApiKey::OffsetFetch, 9),
+            // kafka-python's group versions
+            (ApiKey::FindCoordinator, 6),
+            (ApiKey::JoinGroup, 7),
+            (ApiKey::SyncGroup, 5),
+            (ApiKey::Heartbeat, 4),
+            (ApiKey::LeaveGroup, 5),
+            (ApiKey::OffsetCommit, 8),
+            (ApiKey::OffsetFetch, 8),
         ] {
             assert!(is_supported(key, version), "{key:?} v{version}");
         }

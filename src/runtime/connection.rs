@@ -48,6 +48,7 @@ impl Outgoing {
 /// has stopped.
 pub(crate) async fn spawn(
     connection: ConnectionId,
+    peer: std::net::SocketAddr,
     stream: tokio::net::TcpStream,
     events: mpsc::Sender<Event>,
     max_frame_bytes: usize,
@@ -57,6 +58,7 @@ pub(crate) async fn spawn(
     if events
         .send(Event::Connected {
             connection,
+            peer,
             outgoing: outgoing_tx.clone(),
             close: close_tx.clone(),
         })

@@ -51,6 +51,8 @@ pub fn now_ms() -> Millis {
 pub(crate) enum Event {
     Connected {
         connection: ConnectionId,
+        /// The peer, for the group coordinator's client_host.
+        peer: SocketAddr,
         outgoing: mpsc::UnboundedSender<Outgoing>,
         close: watch::Sender<bool>,
     },
@@ -190,7 +192,7 @@ async fn accept_loop(
         next_connection += 1;
         let connection = next_connection;
         tracing::debug!(connection, %peer, "accepted");
-        if !connection::spawn(connection, stream, events.clone(), max_frame_bytes).await {
+        if !connection::spawn(connection, peer, stream, events.clone(), max_frame_bytes).await {
             return; // the step loop is gone
         }
     }
@@ -332,11 +334,16 @@ fn to_input(
     match event {
         Event::Connected {
             connection,
+            peer,
             outgoing,
             close,
         } => {
             connections.insert(connection, ConnectionHandle { outgoing, close });
-            None
+            // Kafka's form of a client host: "/" and the address, no port.
+            Some(Input::ConnectionOpened {
+                connection,
+                client_host: format!("/{}", peer.ip()),
+            })
         }
         Event::Request { id, request } => Some(Input::Request { id, request }),
         Event::Closed(connection) => {

@@ -194,3 +194,167 @@ impl ChaosProxy {
         }
     }
 }
+
+/// librdkafka's mock cluster (from the pinned confluent-kafka in `.venv`), run by
+/// `tests/client_support/mock_cluster.py`. It lives until this handle is dropped (the helper
+/// exits when its stdin closes).
+pub struct MockCluster {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: BufReader<std::process::ChildStdout>,
+    bootstrap: String,
+}
+
+impl MockCluster {
+    /// Starts a mock cluster of `brokers` brokers. Returns None (after printing why) when
+    /// `.venv` is missing, except under CI=true where that is a failure.
+    pub fn start(brokers: u32) -> Option<MockCluster> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = root.join(".venv/bin/python");
+        if !python.exists() {
+            let why = format!(
+                "{} is missing: librdkafka's mock cluster comes from the confluent-kafka pinned \
+                 in tests/interop/requirements.txt",
+                python.display()
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{why}");
+            }
+            eprintln!("SKIPPED: {why}");
+            return None;
+        }
+        let mut child = Command::new(python)
+            .arg(root.join("tests/client_support/mock_cluster.py"))
+            .arg(brokers.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning the mock cluster helper");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .expect("reading the mock bootstrap");
+        let bootstrap = line
+            .trim()
+            .strip_prefix("bootstrap ")
+            .unwrap_or_else(|| panic!("mock cluster helper said {line:?}"))
+            .to_string();
+        Some(MockCluster {
+            child,
+            stdin,
+            stdout,
+            bootstrap,
+        })
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.bootstrap.clone()
+    }
+
+    /// Creates a topic (the mock does not serve CreateTopics).
+    pub fn create_topic(&mut self, name: &str, partitions: i32) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("helper stdin");
+        writeln!(stdin, "topic {name} {partitions}").expect("writing to the helper");
+        stdin.flush().expect("flushing the helper");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("helper answer");
+        assert_eq!(line.trim(), "ok", "creating {name} on the mock cluster");
+    }
+}
+
+impl Drop for MockCluster {
+    fn drop(&mut self) {
+        // Closing stdin ends the helper; kill it if it does not go.
+        self.stdin.take();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where a shared test body runs: a real `karst node` or librdkafka's mock cluster.
+pub enum Target {
+    Karst(Node),
+    Mock(MockCluster),
+}
+
+impl Target {
+    /// A karst node with fast group settings for tests (no initial rebalance delay, short
+    /// session timeouts allowed).
+    pub fn karst() -> Target {
+        let fast_groups = [
+            "--set",
+            "group.initial.rebalance.delay.ms=0",
+            "--set",
+            "group.min.session.timeout.ms=500",
+        ];
+        match std::panic::catch_unwind(|| Node::start(&fast_groups)) {
+            Ok(node) => Target::Karst(node),
+            Err(_) => {
+                // A node without the group coordinator rejects these settings.
+                eprintln!("karst node refused the group settings; starting it without them");
+                Target::Karst(Node::start(&[]))
+            }
+        }
+    }
+
+    /// The mock cluster with three brokers, or None when it cannot run here (see
+    /// [`MockCluster::start`]).
+    pub fn mock() -> Option<Target> {
+        MockCluster::start(3).map(Target::Mock)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Karst(_) => "karst",
+            Target::Mock(_) => "librdkafka mock",
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Target::Karst(node) => node.bootstrap(),
+            Target::Mock(mock) => mock.bootstrap(),
+        }
+    }
+
+    pub async fn create_topic(&mut self, name: &str, partitions: i32) {
+        match self {
+            Target::Karst(node) => {
+                let admin =
+                    karst::client::Admin::new(karst::client::ClientConfig::new(&node.bootstrap()))
+                        .await
+                        .unwrap();
+                let results = admin
+                    .create_topics(&[karst::client::NewTopic::new(name, partitions, 1)], false)
+                    .await
+                    .unwrap();
+                results[0].1.clone().unwrap();
+            }
+            Target::Mock(mock) => mock.create_topic(name, partitions),
+        }
+    }
+
+    /// Whether the target serves the classic group protocol (the seven APIs librdkafka also
+    /// requires). A karst node gets it with the coordinator wiring (GROUPS_CONTRACT.md).
+    pub async fn serves_groups(&self) -> bool {
+        let cluster =
+            karst::client::Cluster::connect(karst::client::ClientConfig::new(&self.bootstrap()))
+                .await
+                .unwrap();
+        let conn = cluster.any_connection().await.unwrap();
+        // FindCoordinator, OffsetCommit, OffsetFetch, JoinGroup, SyncGroup, Heartbeat, LeaveGroup.
+        [10i16, 8, 9, 11, 14, 12, 13]
+            .iter()
+            .all(|k| conn.api_versions().contains_key(k))
+    }
+}

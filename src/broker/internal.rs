@@ -1,0 +1,206 @@
+//! Kafka's internal topics as the broker sees them. `__consumer_offsets` is created by the node
+//! (on the first FindCoordinator for a group, as Kafka does), never by a client; it is hidden
+//! from Metadata listings unless asked for by name (then reported with is_internal = true),
+//! closed to client writes (Produce gets INVALID_TOPIC_EXCEPTION per partition) and to admin
+//! changes (DeleteTopics, CreatePartitions, IncrementalAlterConfigs, DeleteRecords). The group
+//! coordinator writes it only through [`Broker::append_internal`], so its records take the
+//! same path to disk, and the same sync effects, as a produce.
+
+use bytes::{Bytes, BytesMut};
+
+use super::topics::INTERNAL_TOPICS;
+use super::{Broker, Effect, LogId, Topic};
+use crate::config::{NodeConfig, TopicConfig};
+use crate::log::{AppendError, LogConfig};
+use crate::Millis;
+
+/// The topic holding committed offsets and group metadata.
+pub const CONSUMER_OFFSETS: &str = "__consumer_offsets";
+/// segment.bytes of `__consumer_offsets` (Kafka's offsets.topic.segment.bytes default).
+pub const OFFSETS_TOPIC_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
+
+/// Whether `name` is one of Kafka's internal topics.
+pub fn is_internal_topic(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
+/// The log configuration of every `__consumer_offsets` partition, the one place it is built.
+///
+/// Nothing is ever deleted (retention.ms = retention.bytes = -1): dropping an old segment would
+/// drop the last commit of a quiet group. Kafka sets cleanup.policy=compact here; once the log
+/// supports compaction, set the compact cleanup policy on `config` in this function (and the
+/// retention stays infinite, since compaction alone bounds the topic).
+pub fn internal_offsets_log_config(node: &NodeConfig) -> LogConfig {
+    let mut config = node.default_log_config();
+    config.retention_ms = -1;
+    config.retention_bytes = -1;
+    config.segment_bytes = OFFSETS_TOPIC_SEGMENT_BYTES;
+    config
+}
+
+/// Why an internal append or read failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalLogError {
+    /// The topic or partition does not exist on this node.
+    Missing,
+    /// The batch is larger than the log accepts.
+    TooLarge,
+    /// A storage error, or the partition is offline after a failed fsync.
+    Storage,
+}
+
+impl Broker {
+    /// The log configuration of topic `name` with `config`'s overrides.
+    pub(crate) fn topic_log_config(&self, name: &str, config: &TopicConfig) -> LogConfig {
+        if name == CONSUMER_OFFSETS {
+            internal_offsets_log_config(&self.config)
+        } else {
+            config.log_config(&self.config)
+        }
+    }
+
+    /// The partition count of `__consumer_offsets`, if it exists.
+    pub fn consumer_offsets_partitions(&self) -> Option<i32> {
+        self.topics
+            .get(CONSUMER_OFFSETS)
+            .map(|topic| topic.partitions.len() as i32)
+    }
+
+    /// Creates `__consumer_offsets` with `partitions` partitions unless it exists; returns its
+    /// partition count.
+    pub fn ensure_consumer_offsets(&mut self, partitions: i32, now: Millis) -> Result<i32, String> {
+        if let Some(existing) = self.consumer_offsets_partitions() {
+            return Ok(existing);
+        }
+        let partitions = partitions.clamp(1, super::MAX_PARTITIONS_PER_TOPIC);
+        // The log ignores topic overrides (internal_offsets_log_config decides); recording
+        // them lets DescribeConfigs report what is in effect.
+        let log_config = internal_offsets_log_config(&self.config);
+        let mut config = TopicConfig::default();
+        for (key, value) in [
+            ("retention.ms", log_config.retention_ms.to_string()),
+            ("retention.bytes", log_config.retention_bytes.to_string()),
+            ("segment.bytes", log_config.segment_bytes.to_string()),
+        ] {
+            config.overrides.insert(key.to_string(), value);
+        }
+        self.create_topic(CONSUMER_OFFSETS, partitions, config, now)
+            .map_err(|err| err.message)?;
+        tracing::info!(partitions, "created {CONSUMER_OFFSETS}");
+        Ok(partitions)
+    }
+
+    fn internal_topic(&self) -> Option<&Topic> {
+        self.topics.get(CONSUMER_OFFSETS)
+    }
+
+    fn internal_log_id(&self, partition: i32) -> Result<LogId, InternalLogError> {
+        let topic = self.internal_topic().ok_or(InternalLogError::Missing)?;
+        if partition < 0 || partition as usize >= topic.partitions.len() {
+            return Err(InternalLogError::Missing);
+        }
+        Ok(LogId {
+            topic_id: topic.id,
+            partition,
+        })
+    }
+
+    /// Appends one record batch (base offset 0, the log assigns offsets) to
+    /// `__consumer_offsets-<partition>` and returns the offset the high watermark must reach
+    /// for the batch to count as written (its last offset + 1). Sync effects follow as for a
+    /// produce; the caller watches [`Broker::internal_high_watermark`].
+    pub fn append_internal(
+        &mut self,
+        now: Millis,
+        partition: i32,
+        batch: Bytes,
+        effects: &mut Vec<Effect>,
+    ) -> Result<i64, InternalLogError> {
+        let log_id = self.internal_log_id(partition)?;
+        let target = self
+            .partition_mut(log_id)
+            .ok_or(InternalLogError::Missing)?;
+        if target.offline {
+            return Err(InternalLogError::Storage);
+        }
+        let visible_before = target.high_watermark();
+        let mut owned = BytesMut::from(&batch[..]);
+        let outcome = target.log.append(&mut owned, now);
+        let visible_after = target.high_watermark();
+        let result = match outcome {
+            Ok(info) => Ok(info.last_offset + 1),
+            Err(AppendError::RecordListTooLarge { .. }) => Err(InternalLogError::TooLarge),
+            Err(err) => {
+                tracing::error!(partition, "append to {CONSUMER_OFFSETS} failed: {err}");
+                Err(InternalLogError::Storage)
+            }
+        };
+        if result.is_ok() {
+            if visible_after > visible_before {
+                self.grown.insert(log_id);
+            }
+            self.touched.insert(log_id);
+        }
+        self.finish_step(now, effects);
+        result
+    }
+
+    /// The high watermark of `__consumer_offsets-<partition>`: what is written by the flush
+    /// policy (fsynced under the durable policy). Storage if the partition went offline.
+    pub fn internal_high_watermark(&self, partition: i32) -> Result<i64, InternalLogError> {
+        let topic = self.internal_topic().ok_or(InternalLogError::Missing)?;
+        let target = usize::try_from(partition)
+            .ok()
+            .and_then(|index| topic.partitions.get(index))
+            .ok_or(InternalLogError::Missing)?;
+        if target.offline {
+            return Err(InternalLogError::Storage);
+        }
+        Ok(target.high_watermark())
+    }
+
+    /// The stored record batches of `__consumer_offsets-<partition>` from its log start to its
+    /// high watermark, read in chunks of `chunk_bytes` (for loading the group coordinator).
+    pub fn read_internal(
+        &self,
+        partition: i32,
+        chunk_bytes: usize,
+    ) -> Result<Vec<Bytes>, InternalLogError> {
+        let topic = self.internal_topic().ok_or(InternalLogError::Missing)?;
+        let target = usize::try_from(partition)
+            .ok()
+            .and_then(|index| topic.partitions.get(index))
+            .ok_or(InternalLogError::Missing)?;
+        let high_watermark = target.high_watermark();
+        let mut offset = target.log.log_start_offset();
+        let mut chunks = Vec::new();
+        // Every round returns at least one whole batch (KIP-74) and advances past it, so the
+        // loop ends within (high watermark - log start) rounds.
+        while offset < high_watermark {
+            let bytes = target
+                .log
+                .read(offset, chunk_bytes.max(1), high_watermark)
+                .map_err(|err| {
+                    tracing::error!(partition, "reading {CONSUMER_OFFSETS} failed: {err}");
+                    InternalLogError::Storage
+                })?;
+            let mut next = offset;
+            let mut position = 0;
+            while position < bytes.len() {
+                match crate::protocol::batch::parse_header(&bytes[position..]) {
+                    Ok(header) if position + header.total_size() <= bytes.len() => {
+                        next = next.max(header.next_offset());
+                        position += header.total_size();
+                    }
+                    _ => return Err(InternalLogError::Storage),
+                }
+            }
+            if next <= offset {
+                break;
+            }
+            chunks.push(bytes);
+            offset = next;
+        }
+        Ok(chunks)
+    }
+}

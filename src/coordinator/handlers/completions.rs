@@ -1,0 +1,242 @@
+//! Persist completions and timers (session, rebalance and KIP-394 expiry, offset retention).
+
+use super::*;
+
+impl GroupCoordinator {
+    // ---- Persist completions ---------------------------------------------------------------
+
+    pub(in crate::coordinator) fn persist_completed(
+        &mut self,
+        now: Millis,
+        token: PersistToken,
+        result: Result<(), PersistError>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(completion) = self.pending.remove(&token) else {
+            return;
+        };
+        match completion {
+            Completion::Nothing => {}
+            Completion::OffsetCommit {
+                reply,
+                group_id,
+                offsets,
+                positions,
+                mut response,
+            } => {
+                match result {
+                    Ok(()) => {
+                        if self.owns_partition(self.partition_for(&group_id)) {
+                            let partition = self.partition_for(&group_id);
+                            let group = self
+                                .groups
+                                .entry(group_id.clone())
+                                .or_insert_with(|| Group::new(group_id, partition, now));
+                            for (key, value) in offsets {
+                                group.offsets.insert((key.topic, key.partition), value);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        for (t, p) in positions {
+                            response.topics[t].partitions[p].error_code = e.error_code();
+                        }
+                    }
+                }
+                effects.push(respond(reply, ResponseKind::OffsetCommit(response)));
+            }
+            Completion::Sync {
+                group_id,
+                generation_id,
+            } => self.sync_completed(now, &group_id, generation_id, result, effects),
+            Completion::OffsetDelete {
+                reply,
+                group_id,
+                keys,
+                mut response,
+            } => {
+                match result {
+                    Ok(()) => {
+                        if let Some(group) = self.groups.get_mut(&group_id) {
+                            for key in keys {
+                                group.offsets.remove(&key);
+                            }
+                        }
+                    }
+                    Err(e) => response.error_code = e.error_code(),
+                }
+                effects.push(respond(reply, ResponseKind::OffsetDelete(response)));
+            }
+            Completion::DeleteGroup { batch, index } => {
+                let Some(pending) = self.pending_delete_groups.get_mut(&batch) else {
+                    return;
+                };
+                if let Err(e) = result {
+                    pending.response.results[index].error_code = e.error_code();
+                }
+                pending.remaining -= 1;
+                if pending.remaining == 0 {
+                    let pending = self.pending_delete_groups.remove(&batch).expect("batch");
+                    effects.push(respond(
+                        pending.reply,
+                        ResponseKind::DeleteGroups(pending.response),
+                    ));
+                }
+            }
+        }
+    }
+
+    pub(super) fn sync_completed(
+        &mut self,
+        now: Millis,
+        group_id: &str,
+        generation_id: i32,
+        result: Result<(), PersistError>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        // The group may have moved on (a member left, a new generation) while we wrote.
+        if group.state != GroupState::CompletingRebalance
+            || group.generation_id != generation_id
+            || group.pending_assignment.is_none()
+        {
+            return;
+        }
+        let assignment = group.pending_assignment.take().expect("assignment");
+        match result {
+            Ok(()) => {
+                group.state = GroupState::Stable;
+                group.state_since_ms = now;
+                group.rebalance_deadline_ms = None;
+                let ids: Vec<String> = group.members.keys().cloned().collect();
+                for id in ids {
+                    let member = group.members.get_mut(&id).expect("member");
+                    member.assignment = assignment.get(&id).cloned().unwrap_or_default();
+                    if let Some(reply) = member.awaiting_sync.take() {
+                        let bytes = member.assignment.clone();
+                        let effect = group.sync_response(reply, bytes);
+                        effects.push(effect);
+                    }
+                }
+            }
+            Err(e) => {
+                for m in group.members.values_mut() {
+                    if let Some(reply) = m.awaiting_sync.take() {
+                        effects.push(sync_error(reply, e.error_code()));
+                    }
+                }
+                self.prepare_rebalance(now, group_id, effects);
+            }
+        }
+    }
+
+    // ---- Timers ----------------------------------------------------------------------------
+
+    pub(in crate::coordinator) fn expire(&mut self, now: Millis, effects: &mut Vec<Effect>) {
+        let ids: Vec<String> = self.groups.keys().cloned().collect();
+        for id in ids {
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            group.pending_members.retain(|_, expiry| *expiry > now);
+            let expired: Vec<String> = group
+                .members
+                .values()
+                .filter(|m| m.awaiting_join.is_none() && m.heartbeat_deadline_ms <= now)
+                .map(|m| m.member_id.clone())
+                .collect();
+            if !expired.is_empty() {
+                // Session timeout: the member is gone; the others rebalance.
+                self.remove_members(now, &id, &expired, effects);
+            }
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            if group.state == GroupState::CompletingRebalance
+                && group.rebalance_deadline_ms.is_some_and(|d| now >= d)
+            {
+                group.rebalance_deadline_ms = None;
+                let not_synced: Vec<String> = group
+                    .members
+                    .values()
+                    .filter(|m| m.awaiting_sync.is_none())
+                    .map(|m| m.member_id.clone())
+                    .collect();
+                if !not_synced.is_empty() {
+                    // Sync-phase timeout: members that never sent SyncGroup are removed.
+                    self.remove_members(now, &id, &not_synced, effects);
+                }
+            }
+            self.maybe_complete_join(now, &id, effects);
+        }
+        if self.next_retention_check_ms.is_some_and(|t| now >= t) {
+            self.expire_offsets(now, effects);
+            self.next_retention_check_ms =
+                Some(now + self.config.offsets_retention_check_interval_ms);
+        }
+    }
+
+    /// offsets.retention.minutes (KIP-211): offsets of an Empty consumer group expire that long
+    /// after the group became empty; offsets of a group without a protocol (simple consumers)
+    /// that long after their commit. An Empty group left without offsets is deleted.
+    pub(super) fn expire_offsets(&mut self, now: Millis, effects: &mut Vec<Effect>) {
+        let retention = self.config.offsets_retention_ms;
+        let ids: Vec<String> = self.groups.keys().cloned().collect();
+        for id in ids {
+            let group = self.groups.get_mut(&id).expect("group");
+            if group.state != GroupState::Empty {
+                continue;
+            }
+            let since = group.state_since_ms;
+            let consumer_group = group.protocol_type.is_some();
+            let expired: Vec<(String, i32)> = group
+                .offsets
+                .iter()
+                .filter(|(_, v)| {
+                    let base = if consumer_group {
+                        since.max(v.commit_timestamp_ms)
+                    } else {
+                        v.commit_timestamp_ms
+                    };
+                    base.saturating_add(retention) <= now
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            let mut records = Vec::new();
+            for key in &expired {
+                group.offsets.remove(key);
+                records.push(
+                    Record::Offset {
+                        key: OffsetKey {
+                            group_id: id.clone(),
+                            topic: key.0.clone(),
+                            partition: key.1,
+                        },
+                        value: None,
+                    }
+                    .encode(),
+                );
+            }
+            let partition = group.partition;
+            let pending_commit = self
+                .pending
+                .values()
+                .any(|c| matches!(c, Completion::OffsetCommit { group_id, .. } if *group_id == id));
+            if group.offsets.is_empty() && group.pending_members.is_empty() && !pending_commit {
+                self.groups.remove(&id);
+                records.push(
+                    Record::Group {
+                        group_id: id.clone(),
+                        value: None,
+                    }
+                    .encode(),
+                );
+            }
+            if !records.is_empty() {
+                self.persist(partition, records, Completion::Nothing, effects);
+            }
+        }
+    }
+}

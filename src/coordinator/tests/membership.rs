@@ -1,0 +1,376 @@
+//! JoinGroup (KIP-394, KIP-345), SyncGroup, Heartbeat, LeaveGroup, timeouts, DescribeGroups.
+
+use super::*;
+
+#[test]
+fn kip_394_join_v4_plus_requires_member_id_then_first_member_leads() {
+    let mut h = Harness::new(config());
+    let (t1, e) = h.request(5, join("", None, &range()));
+    let r = join_response(only_response(&e));
+    assert_eq!(r.error_code, MEMBER_ID_REQUIRED);
+    assert!(r.member_id.starts_with("client-"), "{:?}", r.member_id);
+    assert_eq!(responses(&e)[0].0, t1);
+    // The pending member is not yet in the group.
+    assert_eq!(h.c.group_state(GROUP), Some("Empty"));
+    let id = r.member_id.to_string();
+    let (_, e) = h.request(5, join(&id, None, &range()));
+    let r = join_response(only_response(&e));
+    assert_eq!(r.error_code, NONE);
+    assert_eq!(r.generation_id, 1);
+    assert_eq!(r.leader.as_str(), id);
+    assert_eq!(r.protocol_name.as_deref(), Some("range"));
+    assert_eq!(r.members.len(), 1);
+    assert_eq!(r.members[0].metadata, Bytes::from_static(b"m"));
+    assert_eq!(h.c.group_state(GROUP), Some("CompletingRebalance"));
+}
+
+#[test]
+fn join_v3_admits_a_new_member_without_the_member_id_round() {
+    let mut h = Harness::new(config());
+    let (_, e) = h.request(3, join("", None, &range()));
+    let r = join_response(only_response(&e));
+    assert_eq!(r.error_code, NONE);
+    assert_eq!(r.generation_id, 1);
+}
+
+#[test]
+fn sync_group_answers_only_after_the_leaders_assignment_is_persisted() {
+    let mut h = Harness::new(config());
+    let id = join_first_member(&mut h);
+    let (token, e) = h.request(3, sync(&id, 1, &[(&id, b"assignment")]));
+    assert!(
+        responses(&e).is_empty(),
+        "no response before durability: {e:?}"
+    );
+    let p = persists(&e);
+    assert_eq!(p.len(), 1);
+    let Effect::Persist {
+        partition, records, ..
+    } = p[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(*partition, partition_for_group(GROUP, 50));
+    let Record::Group {
+        value: Some(value), ..
+    } = Record::decode(&records[0]).unwrap()
+    else {
+        panic!("not group metadata")
+    };
+    assert_eq!(value.generation_id, 1);
+    assert_eq!(
+        value.members[0].assignment,
+        Bytes::from_static(b"assignment")
+    );
+    let done = h.complete_all(&e);
+    assert_eq!(responses(&done)[0].0, token);
+    assert_eq!(
+        sync_response(only_response(&done)).assignment,
+        Bytes::from_static(b"assignment")
+    );
+    assert_eq!(h.c.group_state(GROUP), Some("Stable"));
+}
+
+#[test]
+fn failed_assignment_persist_fails_the_sync_and_rebalances() {
+    let mut h = Harness::new(config());
+    let id = join_first_member(&mut h);
+    let (_, e) = h.request(3, sync(&id, 1, &[(&id, b"a")]));
+    let Effect::Persist { token, .. } = persists(&e)[0] else {
+        unreachable!()
+    };
+    let e = h.step(Input::PersistCompleted {
+        token: *token,
+        result: Err(PersistError::NotLeader),
+    });
+    assert_eq!(error_of(only_response(&e)), NOT_COORDINATOR);
+    assert_eq!(h.c.group_state(GROUP), Some("PreparingRebalance"));
+}
+
+#[test]
+fn new_member_triggers_rebalance_heartbeat_says_rebalance_in_progress_leader_sees_all() {
+    let mut h = Harness::new(config());
+    let a = stable_one_member(&mut h);
+    let (_, e) = h.request(5, join("", None, &range()));
+    let b = join_response(only_response(&e)).member_id.to_string();
+    let (_, e) = h.request(5, join(&b, None, &range()));
+    assert!(responses(&e).is_empty(), "b waits for a to rejoin");
+    assert_eq!(h.c.group_state(GROUP), Some("PreparingRebalance"));
+    let (_, e) = h.request(3, heartbeat(&a, 1, None));
+    assert_eq!(error_of(only_response(&e)), REBALANCE_IN_PROGRESS);
+    let (_, e) = h.request(5, join(&a, None, &range()));
+    let rs = responses(&e);
+    assert_eq!(rs.len(), 2);
+    for (_, r) in rs {
+        let r = join_response(r);
+        assert_eq!(r.generation_id, 2);
+        assert_eq!(r.leader.as_str(), a, "the leader stays the leader");
+        if r.member_id.as_str() == a {
+            assert_eq!(r.members.len(), 2);
+        } else {
+            assert!(r.members.is_empty(), "followers get no member list");
+        }
+    }
+    // Syncs: the follower waits for the leader's assignment.
+    let (_, e) = h.request(3, sync(&b, 2, &[]));
+    assert!(responses(&e).is_empty());
+    let (_, e) = h.request(3, sync(&a, 2, &[(&a, b"A"), (&b, b"B")]));
+    let done = h.complete_all(&e);
+    let mut got: Vec<Bytes> = responses(&done)
+        .into_iter()
+        .map(|(_, r)| sync_response(r).assignment.clone())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![Bytes::from_static(b"A"), Bytes::from_static(b"B")]
+    );
+}
+
+#[test]
+fn rebalance_timeout_removes_members_that_did_not_rejoin() {
+    let mut h = Harness::new(config());
+    let a = stable_one_member(&mut h);
+    let (_, e) = h.request(5, join("", None, &range()));
+    let b = join_response(only_response(&e)).member_id.to_string();
+    h.request(5, join(&b, None, &range()));
+    // a keeps heartbeating but never rejoins; the join phase ends at the rebalance timeout.
+    for _ in 0..5 {
+        h.advance(5_000);
+        h.request(3, heartbeat(&a, 1, None));
+    }
+    let e = h.advance(5_001);
+    let r = join_response(only_response(&e));
+    assert_eq!(r.member_id.as_str(), b);
+    assert_eq!(r.generation_id, 2);
+    assert_eq!(r.leader.as_str(), b);
+    let (_, e) = h.request(3, heartbeat(&a, 2, None));
+    assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn sync_phase_timeout_removes_members_that_never_sync() {
+    let mut h = Harness::new(config());
+    let a = join_first_member(&mut h);
+    // The leader heartbeats (NONE in CompletingRebalance) but never sends SyncGroup.
+    for _ in 0..5 {
+        h.advance(5_000);
+        let (_, e) = h.request(3, heartbeat(&a, 1, None));
+        assert_eq!(error_of(only_response(&e)), NONE);
+    }
+    assert_eq!(h.c.next_deadline(), Some(30_000));
+    h.advance(4_999);
+    assert_eq!(h.c.group_state(GROUP), Some("CompletingRebalance"));
+    h.advance(1);
+    assert_eq!(h.c.group_state(GROUP), Some("Empty"));
+    let (_, e) = h.request(3, heartbeat(&a, 1, None));
+    assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn session_timeout_expires_a_silent_member_and_the_group_empties() {
+    let mut h = Harness::new(config());
+    let a = stable_one_member(&mut h);
+    assert_eq!(h.c.next_deadline(), Some(h.now + 10_000));
+    h.advance(9_999);
+    assert_eq!(h.c.group_state(GROUP), Some("Stable"));
+    let e = h.advance(1);
+    assert_eq!(h.c.group_state(GROUP), Some("Empty"));
+    // The empty generation is persisted (Kafka writes the empty group's metadata).
+    let p = persists(&e);
+    assert_eq!(p.len(), 1);
+    let (_, e) = h.request(3, heartbeat(&a, 1, None));
+    assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn stale_generation_and_unknown_member_are_fenced() {
+    let mut h = Harness::new(config());
+    let a = stable_one_member(&mut h);
+    let (_, e) = h.request(3, heartbeat(&a, 0, None));
+    assert_eq!(error_of(only_response(&e)), ILLEGAL_GENERATION);
+    let (_, e) = h.request(3, sync(&a, 7, &[]));
+    assert_eq!(error_of(only_response(&e)), ILLEGAL_GENERATION);
+    let (_, e) = h.request(3, heartbeat("nobody", 1, None));
+    assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+    let (_, e) = h.request(5, join("nobody", None, &range()));
+    assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+    let (_, e) = h.request(9, commit(&a, 0, 0, 5));
+    assert_eq!(error_of(only_response(&e)), ILLEGAL_GENERATION);
+    let (_, e) = h.request(9, commit("nobody", 1, 0, 5));
+    assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn join_with_no_common_protocol_is_inconsistent() {
+    let mut h = Harness::new(config());
+    stable_one_member(&mut h);
+    let (_, e) = h.request(5, join("", None, &[("roundrobin", b"x")]));
+    assert_eq!(error_of(only_response(&e)), INCONSISTENT_GROUP_PROTOCOL);
+}
+
+#[test]
+fn kip_345_static_member_rejoin_keeps_generation_and_fences_the_old_id() {
+    let mut h = Harness::new(config());
+    // Static members skip the member-id round (KIP-345).
+    let (_, e) = h.request(5, join("", Some("i1"), &range()));
+    let leader = join_response(only_response(&e)).member_id.to_string();
+    let (_, e) = h.request(3, sync(&leader, 1, &[(&leader, b"1")]));
+    h.complete_all(&e);
+    let (_, e) = h.request(5, join("", Some("i2"), &range()));
+    assert!(responses(&e).is_empty(), "waits for the leader to rejoin");
+    let (_, e2) = h.request(5, join(&leader, Some("i1"), &range()));
+    let all: Vec<Effect> = e.into_iter().chain(e2).collect();
+    assert_eq!(responses(&all).len(), 2);
+    let follower = responses(&all)
+        .into_iter()
+        .map(|(_, r)| join_response(r).member_id.to_string())
+        .find(|m| *m != leader)
+        .unwrap();
+    let (_, e1) = h.request(3, sync(&follower, 2, &[]));
+    assert!(responses(&e1).is_empty());
+    let (_, e) = h.request(3, sync(&leader, 2, &[(&leader, b"1"), (&follower, b"2")]));
+    assert_eq!(responses(&h.complete_all(&e)).len(), 2);
+    // The static follower restarts with an empty member id: same generation, a new id, its
+    // assignment kept, no rebalance.
+    let (_, e) = h.request(5, join("", Some("i2"), &range()));
+    let r = join_response(only_response(&e));
+    assert_eq!(r.error_code, NONE);
+    assert_eq!(r.generation_id, 2);
+    assert_eq!(r.leader.as_str(), leader);
+    let new_id = r.member_id.to_string();
+    assert_ne!(new_id, follower);
+    assert_eq!(h.c.group_state(GROUP), Some("Stable"));
+    assert_eq!(persists(&e).len(), 1, "the new member id is persisted");
+    let (_, e) = h.request(3, sync(&new_id, 2, &[]));
+    assert_eq!(
+        sync_response(only_response(&e)).assignment,
+        Bytes::from_static(b"2")
+    );
+    // The old identity is fenced everywhere it shows up with its instance id.
+    let (_, e) = h.request(3, heartbeat(&follower, 2, Some("i2")));
+    assert_eq!(error_of(only_response(&e)), FENCED_INSTANCE_ID);
+    let (_, e) = h.request(5, join(&follower, Some("i2"), &range()));
+    assert_eq!(error_of(only_response(&e)), FENCED_INSTANCE_ID);
+    let (_, e) = h.request(3, heartbeat(&new_id, 2, Some("i2")));
+    assert_eq!(error_of(only_response(&e)), NONE);
+}
+
+#[test]
+fn kip_345_leave_group_v3_batch_reports_per_member() {
+    let mut h = Harness::new(config());
+    let a = stable_one_member(&mut h);
+    let mut r = LeaveGroupRequest::default();
+    r.group_id = GroupId(s(GROUP));
+    r.members = [a.as_str(), "ghost"]
+        .iter()
+        .map(|m| {
+            let mut x = MemberIdentity::default();
+            x.member_id = s(m);
+            x
+        })
+        .collect();
+    let (_, e) = h.request(3, GroupRequest::LeaveGroup(r));
+    let ResponseKind::LeaveGroup(l) = only_response(&e) else {
+        panic!()
+    };
+    assert_eq!(l.error_code, NONE);
+    let codes: Vec<i16> = l.members.iter().map(|m| m.error_code).collect();
+    assert_eq!(codes, vec![NONE, UNKNOWN_MEMBER_ID]);
+    assert_eq!(h.c.group_state(GROUP), Some("Empty"));
+    assert_eq!(persists(&e).len(), 1, "empty group metadata persisted");
+}
+
+#[test]
+fn leave_group_v1_single_member() {
+    let mut h = Harness::new(config());
+    let a = stable_one_member(&mut h);
+    let mut r = LeaveGroupRequest::default();
+    r.group_id = GroupId(s(GROUP));
+    r.member_id = s(&a);
+    let (_, e) = h.request(1, GroupRequest::LeaveGroup(r.clone()));
+    assert_eq!(error_of(only_response(&e)), NONE);
+    let (_, e) = h.request(1, GroupRequest::LeaveGroup(r));
+    assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn describe_and_list_groups_report_state_members_and_assignment() {
+    let mut h = Harness::new(config());
+    let a = stable_one_member(&mut h);
+    let mut r = DescribeGroupsRequest::default();
+    r.groups = vec![GroupId(s(GROUP)), GroupId(s("none"))];
+    let (_, e) = h.request(5, GroupRequest::DescribeGroups(r));
+    let ResponseKind::DescribeGroups(d) = only_response(&e) else {
+        panic!()
+    };
+    assert_eq!(d.groups[0].group_state.as_str(), "Stable");
+    assert_eq!(d.groups[0].protocol_type.as_str(), "consumer");
+    assert_eq!(d.groups[0].protocol_data.as_str(), "range");
+    assert_eq!(d.groups[0].members[0].member_id.as_str(), a);
+    assert_eq!(
+        d.groups[0].members[0].member_assignment,
+        Bytes::from_static(b"a")
+    );
+    assert_eq!(d.groups[1].group_state.as_str(), "Dead");
+    for version in [2, 4, 5] {
+        let mut r = ListGroupsRequest::default();
+        if version >= 4 {
+            r.states_filter = vec![s("stable")];
+        }
+        let (_, e) = h.request(version, GroupRequest::ListGroups(r));
+        let ResponseKind::ListGroups(l) = only_response(&e) else {
+            panic!()
+        };
+        assert_eq!(l.groups.len(), 1);
+        assert_eq!(l.groups[0].group_id.0.as_str(), GROUP);
+    }
+    let mut r = ListGroupsRequest::default();
+    r.states_filter = vec![s("Empty")];
+    let (_, e) = h.request(4, GroupRequest::ListGroups(r));
+    let ResponseKind::ListGroups(l) = only_response(&e) else {
+        panic!()
+    };
+    assert!(l.groups.is_empty());
+}
+
+#[test]
+fn initial_rebalance_delay_holds_the_first_join_phase() {
+    let mut h = Harness::new(CoordinatorConfig {
+        group_initial_rebalance_delay_ms: 3_000,
+        ..config()
+    });
+    let (_, e) = h.request(3, join("", None, &range()));
+    assert!(responses(&e).is_empty());
+    assert_eq!(h.c.next_deadline(), Some(3_000));
+    let e = h.advance(3_000);
+    assert_eq!(join_response(only_response(&e)).generation_id, 1);
+}
+
+#[test]
+fn kip_394_pending_member_id_expires_after_the_session_timeout() {
+    let mut h = Harness::new(config());
+    let (_, e) = h.request(5, join("", None, &range()));
+    let id = join_response(only_response(&e)).member_id.to_string();
+    assert_eq!(h.c.next_deadline(), Some(10_000));
+    h.advance(10_000);
+    let (_, e) = h.request(5, join(&id, None, &range()));
+    assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn join_validates_session_timeout_and_group_max_size() {
+    let mut h = Harness::new(CoordinatorConfig {
+        group_max_size: 1,
+        ..config()
+    });
+    let mut request = join("", None, &range());
+    if let GroupRequest::JoinGroup(r) = &mut request {
+        r.session_timeout_ms = 5_999; // below group.min.session.timeout.ms
+    }
+    let (_, e) = h.request(5, request);
+    assert_eq!(error_of(only_response(&e)), INVALID_SESSION_TIMEOUT);
+    join_first_member(&mut h);
+    let (_, e) = h.request(5, join("", None, &range()));
+    assert_eq!(error_of(only_response(&e)), GROUP_MAX_SIZE_REACHED);
+}

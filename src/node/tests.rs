@@ -1,0 +1,366 @@
+//! Node-level tests of the group wiring, sans-IO over the simulated disk: exact effects of
+//! FindCoordinator, persist-then-ack commits and their sync effects, timers and connection
+//! close. The real-binary tests are in tests/broker_groups.rs.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::*;
+use crate::protocol::codec::DecodedRequest;
+use crate::storage::SimDisk;
+
+const NOW: Millis = 1_000_000;
+
+struct Harness {
+    node: Node,
+    disk: Arc<SimDisk>,
+    next_sequence: u64,
+}
+
+fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_string())
+}
+
+impl Harness {
+    fn new(settings: &[(&str, &str)]) -> Harness {
+        let mut config = NodeConfig::default();
+        config.set("offsets.topic.num.partitions", "3").unwrap();
+        config.set("group.initial.rebalance.delay.ms", "0").unwrap();
+        for (key, value) in settings {
+            config.set(key, value).unwrap();
+        }
+        let disk = Arc::new(SimDisk::new(7));
+        let node = Node::open(config, "127.0.0.1:9092", disk.clone(), 42, NOW).unwrap();
+        let mut harness = Harness {
+            node,
+            disk,
+            next_sequence: 0,
+        };
+        harness.step(
+            NOW,
+            Input::ConnectionOpened {
+                connection: 1,
+                client_host: "/10.0.0.1".to_string(),
+            },
+        );
+        harness
+    }
+
+    fn step(&mut self, now: Millis, input: Input) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        self.node.step(now, input, &mut effects);
+        self.node.invariants();
+        effects
+    }
+
+    fn request(
+        &mut self,
+        now: Millis,
+        api_key: ApiKey,
+        version: i16,
+        request: RequestKind,
+    ) -> (RequestId, Vec<Effect>) {
+        let id = RequestId {
+            connection: 1,
+            sequence: self.next_sequence,
+        };
+        self.next_sequence += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(id.sequence as i32 + 100)
+            .with_client_id(Some(text("unit")));
+        let request = Box::new(DecodedRequest {
+            api_key,
+            header,
+            request,
+        });
+        (id, self.step(now, Input::Request { id, request }))
+    }
+
+    fn find_coordinator(&mut self) -> FindCoordinatorResponse {
+        let request = FindCoordinatorRequest::default().with_key(text("g"));
+        let (_, effects) = self.request(
+            NOW,
+            ApiKey::FindCoordinator,
+            2,
+            RequestKind::FindCoordinator(request),
+        );
+        let [Effect::Respond { response, .. }] = effects.as_slice() else {
+            panic!("{effects:?}")
+        };
+        let ResponseKind::FindCoordinator(response) = &**response else {
+            panic!()
+        };
+        response.clone()
+    }
+
+    /// A simple-consumer commit (generation -1, no member), as admin tools send.
+    fn commit(&mut self, offset: i64) -> (RequestId, Vec<Effect>) {
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(text("t")))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_committed_offset(offset),
+                    ]),
+            ]);
+        self.request(
+            NOW,
+            ApiKey::OffsetCommit,
+            9,
+            RequestKind::OffsetCommit(request),
+        )
+    }
+
+    fn fetched_offset(&mut self) -> i64 {
+        let request = OffsetFetchRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(text("t")))
+                    .with_partition_indexes(vec![0]),
+            ]));
+        let (_, effects) = self.request(
+            NOW,
+            ApiKey::OffsetFetch,
+            7,
+            RequestKind::OffsetFetch(request),
+        );
+        let [Effect::Respond { response, .. }] = effects.as_slice() else {
+            panic!("{effects:?}")
+        };
+        let ResponseKind::OffsetFetch(response) = &**response else {
+            panic!()
+        };
+        response.topics[0].partitions[0].committed_offset
+    }
+}
+
+/// The single effect, which must be a sync (no answer yet).
+fn only_sync(mut effects: Vec<Effect>) -> (crate::broker::LogId, crate::log::SyncJob) {
+    assert_eq!(effects.len(), 1, "one sync and no answer yet: {effects:?}");
+    match effects.pop() {
+        Some(Effect::Sync { log, job }) => (log, job),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn commit_code(effect: &Effect) -> (RequestId, i16) {
+    let Effect::Respond { id, response, .. } = effect else {
+        panic!("{effect:?}")
+    };
+    let ResponseKind::OffsetCommit(response) = &**response else {
+        panic!()
+    };
+    (*id, response.topics[0].partitions[0].error_code)
+}
+
+/// FindCoordinator (v2) creates `__consumer_offsets` with offsets.topic.num.partitions
+/// partitions and names this node at its advertised address.
+#[test]
+fn find_coordinator_creates_the_offsets_topic_and_names_this_node() {
+    let mut harness = Harness::new(&[]);
+    assert_eq!(harness.node.broker().consumer_offsets_partitions(), None);
+    let response = harness.find_coordinator();
+    assert_eq!(response.error_code, 0);
+    assert_eq!(response.node_id.0, 1);
+    assert_eq!((response.host.as_str(), response.port), ("127.0.0.1", 9092));
+    assert_eq!(harness.node.broker().consumer_offsets_partitions(), Some(3));
+}
+
+/// Persist-then-ack under the durable flush policy: the commit's append hands out the same
+/// sync effect a produce does, the commit is answered only after that fsync completes, and
+/// only then does OffsetFetch see it.
+#[test]
+fn a_durable_commit_is_answered_after_its_fsync() {
+    let mut harness = Harness::new(&[("log.flush.policy", "durable")]);
+    harness.find_coordinator();
+    let (commit_id, effects) = harness.commit(42);
+    let (log, job) = only_sync(effects);
+    assert_eq!(harness.fetched_offset(), -1, "not visible before durable");
+    let up_to_offset = job.up_to_offset;
+    job.run().unwrap();
+    let effects = harness.step(
+        NOW,
+        Input::SyncCompleted {
+            log,
+            up_to_offset,
+            result: Ok(()),
+        },
+    );
+    assert_eq!(effects.len(), 1, "{effects:?}");
+    assert_eq!(commit_code(&effects[0]), (commit_id, 0));
+    assert_eq!(harness.fetched_offset(), 42);
+}
+
+/// A failed fsync fails the commit (PersistError::Storage -> UNKNOWN_SERVER_ERROR) and the
+/// offset is never visible.
+#[test]
+fn a_failed_fsync_fails_the_commit() {
+    let mut harness = Harness::new(&[("log.flush.policy", "durable")]);
+    harness.find_coordinator();
+    let (commit_id, effects) = harness.commit(42);
+    let (log, job) = only_sync(effects);
+    let up_to_offset = job.up_to_offset;
+    harness.disk.set_fail_syncs(true);
+    let effects = harness.step(
+        NOW,
+        Input::SyncCompleted {
+            log,
+            up_to_offset,
+            result: Err("injected".to_string()),
+        },
+    );
+    assert_eq!(effects.len(), 1, "{effects:?}");
+    assert_eq!(commit_code(&effects[0]), (commit_id, -1));
+    assert_eq!(harness.fetched_offset(), -1);
+}
+
+/// Under the page-cache policy the high watermark covers the append at once: the commit is
+/// answered in the same step, on its own request id.
+#[test]
+fn a_page_cache_commit_is_answered_at_once() {
+    let mut harness = Harness::new(&[]);
+    harness.find_coordinator();
+    let (commit_id, effects) = harness.commit(7);
+    // (The log may also hand out a sync job, as it does for a produce.)
+    let answers: Vec<&Effect> = effects
+        .iter()
+        .filter(|effect| matches!(effect, Effect::Respond { .. }))
+        .collect();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(commit_code(answers[0]), (commit_id, 0));
+    assert_eq!(harness.fetched_offset(), 7);
+}
+
+/// The node's deadline includes the coordinator's: a member that stops heartbeating is
+/// removed when its session times out (the group becomes Empty), stepped through
+/// `Input::Timer`.
+#[test]
+fn the_coordinators_session_timeout_fires_through_the_node_timer() {
+    let mut harness = Harness::new(&[]);
+    harness.find_coordinator();
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(text("g")))
+        .with_session_timeout_ms(6_000)
+        .with_rebalance_timeout_ms(6_000)
+        .with_protocol_type(text("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(text("range"))
+        .with_metadata(bytes::Bytes::from_static(b"x"))]);
+    // v3: no member-id round; with no initial delay the join phase completes at the deadline
+    // the coordinator sets (at most now).
+    let (join_id, mut effects) =
+        harness.request(NOW, ApiKey::JoinGroup, 3, RequestKind::JoinGroup(join));
+    if effects.is_empty() {
+        let deadline = harness.node.next_deadline().expect("a join deadline");
+        assert!(deadline <= NOW + 6_000);
+        effects = harness.step(deadline, Input::Timer);
+    }
+    let [Effect::Respond { id, response, .. }] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(*id, join_id);
+    let ResponseKind::JoinGroup(joined) = &**response else {
+        panic!()
+    };
+    assert_eq!(joined.error_code, 0);
+    assert!(joined.member_id.starts_with("unit-"));
+    assert_eq!(
+        harness.node.coordinator().group_state("g"),
+        Some("CompletingRebalance")
+    );
+    let deadline = harness.node.next_deadline().expect("session deadline");
+    assert!(deadline <= NOW + 6_000, "{deadline}");
+    // Nothing is due before the deadline; the member is gone after it.
+    harness.step(NOW + 100, Input::Timer);
+    assert_ne!(harness.node.coordinator().group_state("g"), Some("Empty"));
+    harness.step(NOW + 6_001, Input::Timer);
+    assert_eq!(harness.node.coordinator().group_state("g"), Some("Empty"));
+}
+
+/// A coordinator answer for a connection that closed meanwhile is dropped, not written to a
+/// connection that no longer exists (and not to another one).
+#[test]
+fn answers_for_a_closed_connection_are_dropped() {
+    let mut harness = Harness::new(&[("log.flush.policy", "durable")]);
+    harness.find_coordinator();
+    let (_, effects) = harness.commit(5);
+    let (log, job) = only_sync(effects);
+    harness.step(NOW, Input::ConnectionClosed(1));
+    let up_to_offset = job.up_to_offset;
+    job.run().unwrap();
+    let effects = harness.step(
+        NOW,
+        Input::SyncCompleted {
+            log,
+            up_to_offset,
+            result: Ok(()),
+        },
+    );
+    assert!(effects.is_empty(), "{effects:?}");
+    // The commit itself was durable and is acknowledged state.
+    assert_eq!(
+        harness.node.coordinator().committed_offset("g", "t", 0),
+        Some(5)
+    );
+}
+
+/// FindCoordinator answers encode at every advertised version (0-6), found and not found
+/// (key type 1, transactions): kafka-protocol refuses to encode a field a version lacks.
+#[test]
+fn find_coordinator_answers_encode_at_every_advertised_version() {
+    use crate::protocol::api_versions::supported_range;
+    use crate::protocol::codec::{decode_response, encode_response};
+    let mut harness = Harness::new(&[]);
+    let (min, max) = supported_range(ApiKey::FindCoordinator).unwrap();
+    for version in min..=max {
+        for key_type in [0i8, 1] {
+            let mut request = FindCoordinatorRequest::default();
+            if version >= 1 {
+                request.key_type = key_type;
+            } else if key_type == 1 {
+                continue;
+            }
+            if version >= 4 {
+                request.coordinator_keys = vec![text("g"), text("h")];
+            } else {
+                request.key = text("g");
+            }
+            let (_, effects) = harness.request(
+                NOW,
+                ApiKey::FindCoordinator,
+                version,
+                RequestKind::FindCoordinator(request),
+            );
+            let [Effect::Respond { response, .. }] = effects.as_slice() else {
+                panic!("{effects:?}")
+            };
+            let mut out = bytes::BytesMut::new();
+            encode_response(1, ApiKey::FindCoordinator, version, response, &mut out)
+                .unwrap_or_else(|err| panic!("v{version}: {err}"));
+            let (_, decoded) =
+                decode_response(ApiKey::FindCoordinator, version, out.freeze().slice(4..)).unwrap();
+            let ResponseKind::FindCoordinator(decoded) = decoded else {
+                panic!()
+            };
+            let codes: Vec<i16> = if version >= 4 {
+                decoded.coordinators.iter().map(|c| c.error_code).collect()
+            } else {
+                vec![decoded.error_code]
+            };
+            let expected = if key_type == 0 { 0 } else { 15 };
+            assert!(
+                codes.iter().all(|&code| code == expected),
+                "v{version}: {codes:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! Karst's Rust client against two brokers it did not write its tests for: the same test
+//! bodies run against a real `karst node` and against librdkafka's mock cluster (the one in the
+//! pinned confluent-kafka, started by tests/client_support/mock_cluster.py).
+//!
+//! Bodies: produce/consume round trip with the Java client's key partitioning; idempotent
+//! produce (KIP-98: a producer id, no duplicates, per-partition order); consumer groups over the
+//! classic protocol (KIP-394 join, range assignment, LeaveGroup on close, OffsetCommit /
+//! OffsetFetch resume, independent groups).
+//!
+//! The karst variants of the group bodies need a node that serves the group APIs
+//! (GROUPS_CONTRACT.md); on a node that does not advertise JoinGroup they print why and skip.
+//! The mock variants skip (printing why) only when `.venv` is missing and CI is not "true".
+
+mod client_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use karst::client::partitioner::partition_for_key;
+use karst::client::{
+    Acks, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, TopicPartition,
+};
+
+use client_support::Target;
+
+/// Every test body finishes well within this, or fails.
+const TEST_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a group may take to settle after a membership change.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn producer_config(bootstrap: &str) -> ProducerConfig {
+    ProducerConfig {
+        client: ClientConfig {
+            request_timeout_ms: 5_000,
+            ..ClientConfig::new(bootstrap)
+        },
+        linger_ms: 2,
+        ..ProducerConfig::default()
+    }
+}
+
+fn consumer_config(bootstrap: &str) -> ConsumerConfig {
+    ConsumerConfig {
+        client: ClientConfig {
+            allow_auto_topic_creation: false,
+            request_timeout_ms: 10_000,
+            ..ClientConfig::new(bootstrap)
+        },
+        auto_offset_reset: OffsetReset::Earliest,
+        fetch_max_wait_ms: 100,
+        ..ConsumerConfig::default()
+    }
+}
+
+fn group_config(bootstrap: &str, group: &str) -> ConsumerConfig {
+    ConsumerConfig {
+        group_id: Some(group.to_string()),
+        session_timeout_ms: 6_000,
+        heartbeat_interval_ms: 300,
+        max_poll_interval_ms: 15_000,
+        enable_auto_commit: false,
+        ..consumer_config(bootstrap)
+    }
+}
+
+/// Produces `count` keyed records (`k{n % keys}` / `v{n}`) and waits for every report.
+async fn produce(bootstrap: &str, topic: &str, range: std::ops::Range<usize>, keys: usize) {
+    let producer = Producer::new(producer_config(bootstrap)).await.unwrap();
+    let mut reports = Vec::new();
+    for n in range {
+        let record =
+            ProducerRecord::new(topic, format!("v{n:05}")).with_key(format!("k{}", n % keys));
+        reports.push(producer.send(record).await.unwrap());
+    }
+    producer.flush().await;
+    for r in reports {
+        r.await.expect("acknowledged");
+    }
+    producer.close().await;
+}
+
+fn value(r: &ConsumerRecord) -> String {
+    String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()
+}
+
+/// `RUST_LOG=karst=debug` shows the client's protocol decisions when a test fails.
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Runs a body against a karst node and against the mock cluster, as two tests.
+macro_rules! on_both {
+    ($name:ident, $body:ident, groups: $groups:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn karst() {
+                init_logging();
+                let mut target = Target::karst();
+                if $groups && !target.serves_groups().await {
+                    eprintln!(
+                        "SKIPPED: this karst node does not advertise the group APIs \
+                         (JoinGroup etc.); they come with the coordinator wiring"
+                    );
+                    return;
+                }
+                tokio::time::timeout(TEST_TIMEOUT, $body(&mut target))
+                    .await
+                    .expect("test timed out");
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn librdkafka_mock() {
+                init_logging();
+                let Some(mut target) = Target::mock() else {
+                    return;
+                };
+                tokio::time::timeout(TEST_TIMEOUT, $body(&mut target))
+                    .await
+                    .expect("test timed out");
+            }
+        }
+    };
+}
+
+on_both!(round_trip_with_java_key_partitioning, round_trip, groups: false);
+on_both!(idempotent_produce, idempotent_produce_body, groups: false);
+on_both!(group_shares_partitions_and_rebalances_on_leave, group_membership, groups: true);
+on_both!(group_resumes_at_its_commit, group_resume, groups: true);
+on_both!(two_groups_each_read_everything, two_groups, groups: true);
+on_both!(assign_mode_commits_with_generation_minus_one, assign_mode_commit, groups: true);
+
+/// Every record comes back once, at its reported offset, in the partition the Java client's
+/// murmur2 partitioner picks for its key, in per-partition order.
+async fn round_trip(target: &mut Target) {
+    let bootstrap = target.bootstrap();
+    target.create_topic("rt", 3).await;
+    let producer = Producer::new(producer_config(&bootstrap)).await.unwrap();
+    let mut reports = Vec::new();
+    for n in 0..300 {
+        let key = format!("key-{n}");
+        let record = ProducerRecord::new("rt", format!("v{n:05}")).with_key(key.clone());
+        reports.push((key, n, producer.send(record).await.unwrap()));
+    }
+    producer.flush().await;
+    let mut expected = BTreeMap::new();
+    for (key, n, report) in reports {
+        let meta = report.await.unwrap();
+        assert_eq!(
+            meta.partition,
+            partition_for_key(key.as_bytes(), 3),
+            "{key}"
+        );
+        expected.insert((meta.partition, meta.offset), format!("v{n:05}"));
+    }
+    producer.close().await;
+    let mut consumer = Consumer::new(consumer_config(&bootstrap)).await.unwrap();
+    consumer.assign_topic("rt").await.unwrap();
+    let mut got = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < expected.len() && tokio::time::Instant::now() < deadline {
+        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            let previous = got.insert((r.partition, r.offset), value(&r));
+            assert!(
+                previous.is_none(),
+                "{}-{} read twice",
+                r.partition,
+                r.offset
+            );
+        }
+    }
+    assert_eq!(got, expected, "on {}", target.name());
+}
+
+/// KIP-98: an idempotent producer gets a producer id and writes each record once, in order.
+async fn idempotent_produce_body(target: &mut Target) {
+    let bootstrap = target.bootstrap();
+    target.create_topic("idem", 2).await;
+    let producer = Producer::new(ProducerConfig {
+        enable_idempotence: Some(true),
+        acks: Acks::All,
+        batch_size: 256,
+        ..producer_config(&bootstrap)
+    })
+    .await
+    .unwrap();
+    assert!(
+        producer.producer_id().is_some(),
+        "no producer id from {}",
+        target.name()
+    );
+    let mut reports = Vec::new();
+    for n in 0..400 {
+        let record =
+            ProducerRecord::new("idem", format!("v{n:05}")).with_key(format!("k{}", n % 5));
+        reports.push(producer.send(record).await.unwrap());
+    }
+    producer.flush().await;
+    for r in reports {
+        r.await.unwrap();
+    }
+    producer.close().await;
+    let mut consumer = Consumer::new(consumer_config(&bootstrap)).await.unwrap();
+    consumer.assign_topic("idem").await.unwrap();
+    let mut seen = BTreeSet::new();
+    let mut last: BTreeMap<i32, String> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < 400 && tokio::time::Instant::now() < deadline {
+        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            let v = value(&r);
+            assert!(seen.insert(v.clone()), "{v} written twice");
+            if let Some(prev) = last.insert(r.partition, v.clone()) {
+                assert!(prev < v, "partition {} order: {prev} then {v}", r.partition);
+            }
+        }
+    }
+    assert_eq!(seen.len(), 400);
+    assert!(consumer
+        .poll(Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Polls every consumer in turn (the group protocol runs in each consumer's own task, so one
+/// task can drive several members) until `done` holds for their generations and assignments.
+async fn poll_until(
+    consumers: &mut [Consumer],
+    what: &str,
+    mut records: Option<&mut Vec<ConsumerRecord>>,
+    done: impl Fn(&[(Option<i32>, Vec<TopicPartition>)]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        for c in consumers.iter_mut() {
+            let batch = c.poll(Duration::from_millis(50)).await.unwrap();
+            if let Some(out) = records.as_deref_mut() {
+                out.extend(batch);
+            }
+        }
+        let view: Vec<(Option<i32>, Vec<TopicPartition>)> = consumers
+            .iter()
+            .map(|c| (c.generation_id(), c.assignment()))
+            .collect();
+        if done(&view) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {SETTLE_TIMEOUT:?}: {view:?}"
+        );
+    }
+}
+
+/// All members in one generation, their assignments disjoint, covering `partitions` of
+/// `topic`, each holding `per_member`.
+fn balanced(
+    view: &[(Option<i32>, Vec<TopicPartition>)],
+    topic: &str,
+    partitions: i32,
+    per_member: usize,
+) -> bool {
+    let generations: BTreeSet<Option<i32>> = view.iter().map(|(g, _)| *g).collect();
+    if generations.len() != 1 || generations.contains(&None) {
+        return false;
+    }
+    let mut all = BTreeSet::new();
+    for (_, assignment) in view {
+        if assignment.len() != per_member {
+            return false;
+        }
+        for tp in assignment {
+            if !all.insert(tp.clone()) {
+                return false;
+            }
+        }
+    }
+    all == (0..partitions)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect()
+}
+
+/// Three members on six partitions each get two, disjoint, covering all; one closes
+/// (LeaveGroup) and the remaining two cover all six, three each, in a newer generation.
+async fn group_membership(target: &mut Target) {
+    let bootstrap = target.bootstrap();
+    target.create_topic("grp", 6).await;
+    let mut consumers = Vec::new();
+    for _ in 0..3 {
+        let mut c = Consumer::new(group_config(&bootstrap, "g-members"))
+            .await
+            .unwrap();
+        c.subscribe(vec!["grp".to_string()]).await.unwrap();
+        consumers.push(c);
+    }
+    poll_until(
+        &mut consumers,
+        "three members sharing six partitions",
+        None,
+        |v| balanced(v, "grp", 6, 2),
+    )
+    .await;
+    let first_generation = consumers[0].generation_id().unwrap();
+    let member_ids: BTreeSet<String> = consumers.iter().map(|c| c.member_id().unwrap()).collect();
+    assert_eq!(member_ids.len(), 3, "distinct member ids");
+    let leaving = consumers.pop().unwrap();
+    leaving.close().await.unwrap();
+    poll_until(
+        &mut consumers,
+        "two members covering six partitions",
+        None,
+        |v| balanced(v, "grp", 6, 3),
+    )
+    .await;
+    let second_generation = consumers[0].generation_id().unwrap();
+    assert!(
+        second_generation > first_generation,
+        "generation {second_generation} after {first_generation}"
+    );
+    for c in consumers {
+        c.close().await.unwrap();
+    }
+}
+
+/// Commit, restart the whole group: it resumes exactly at the commit, nothing before it read
+/// again, nothing after it skipped (OffsetCommit with generation and member id, OffsetFetch).
+async fn group_resume(target: &mut Target) {
+    let bootstrap = target.bootstrap();
+    target.create_topic("resume", 6).await;
+    produce(&bootstrap, "resume", 0..300, 12).await;
+    let mut first = Consumer::new(group_config(&bootstrap, "g-resume"))
+        .await
+        .unwrap();
+    first.subscribe(vec!["resume".to_string()]).await.unwrap();
+    let mut read = Vec::new();
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    while read.len() < 120 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read {} of 120",
+            read.len()
+        );
+        read.extend(first.poll(Duration::from_millis(200)).await.unwrap());
+    }
+    first.commit_sync().await.unwrap();
+    // The commit is the position after the last record handed out, per partition.
+    let mut committed: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    for r in &read {
+        committed.insert(TopicPartition::new(&*r.topic, r.partition), r.offset + 1);
+    }
+    let all: Vec<TopicPartition> = (0..6).map(|p| TopicPartition::new("resume", p)).collect();
+    let fetched = first.committed(&all).await.unwrap();
+    for tp in &all {
+        assert_eq!(
+            fetched.get(tp).copied().flatten(),
+            committed.get(tp).copied(),
+            "{tp}"
+        );
+    }
+    first.close().await.unwrap();
+    produce(&bootstrap, "resume", 300..360, 12).await;
+
+    // The whole group again, two members this time.
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let mut c = Consumer::new(group_config(&bootstrap, "g-resume"))
+            .await
+            .unwrap();
+        c.subscribe(vec!["resume".to_string()]).await.unwrap();
+        consumers.push(c);
+    }
+    let mut again = Vec::new();
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    while read.len() + again.len() < 360 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read {} of 360 after the restart",
+            read.len() + again.len()
+        );
+        for c in consumers.iter_mut() {
+            again.extend(c.poll(Duration::from_millis(100)).await.unwrap());
+        }
+    }
+    for c in consumers.iter_mut() {
+        again.extend(c.poll(Duration::from_millis(300)).await.unwrap());
+    }
+    let mut next: BTreeMap<TopicPartition, i64> = committed.clone();
+    for r in &again {
+        let tp = TopicPartition::new(&*r.topic, r.partition);
+        let expected = next.get(&tp).copied().unwrap_or(0);
+        assert_eq!(
+            r.offset, expected,
+            "{tp}: resumed at the commit, in order, no gap"
+        );
+        next.insert(tp, r.offset + 1);
+    }
+    let values: BTreeSet<String> = read.iter().chain(&again).map(value).collect();
+    assert_eq!(
+        values.len(),
+        360,
+        "every record exactly once across the restart"
+    );
+    assert_eq!(read.len() + again.len(), 360);
+    for c in consumers {
+        c.close().await.unwrap();
+    }
+}
+
+/// Two groups subscribed to one topic each read every record.
+async fn two_groups(target: &mut Target) {
+    let bootstrap = target.bootstrap();
+    target.create_topic("shared", 4).await;
+    produce(&bootstrap, "shared", 0..200, 8).await;
+    let mut per_group = Vec::new();
+    for group in ["g-a", "g-b"] {
+        let mut consumers = Vec::new();
+        for _ in 0..2 {
+            let mut c = Consumer::new(group_config(&bootstrap, group))
+                .await
+                .unwrap();
+            c.subscribe(vec!["shared".to_string()]).await.unwrap();
+            consumers.push(c);
+        }
+        per_group.push(consumers);
+    }
+    let mut seen: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(), BTreeMap::new()];
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    while seen.iter().any(|s| s.len() < 200) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "groups read {} and {} of 200",
+            seen[0].len(),
+            seen[1].len()
+        );
+        for (g, consumers) in per_group.iter_mut().enumerate() {
+            for c in consumers.iter_mut() {
+                for r in c.poll(Duration::from_millis(50)).await.unwrap() {
+                    *seen[g].entry(value(&r)).or_default() += 1;
+                }
+            }
+        }
+    }
+    for s in &seen {
+        assert_eq!(s.len(), 200);
+        assert!(
+            s.values().all(|n| *n == 1),
+            "a record delivered twice in one group"
+        );
+    }
+    for consumers in per_group {
+        for c in consumers {
+            c.close().await.unwrap();
+        }
+    }
+}
+
+/// assign() with a group.id: commits carry generation -1 and no member id (as kafka-python's
+/// and the Java client's manual-assignment commits do) and a later consumer starts there.
+async fn assign_mode_commit(target: &mut Target) {
+    let bootstrap = target.bootstrap();
+    target.create_topic("manual", 2).await;
+    produce(&bootstrap, "manual", 0..50, 4).await;
+    let mut c = Consumer::new(group_config(&bootstrap, "g-manual"))
+        .await
+        .unwrap();
+    let tp = TopicPartition::new("manual", 0);
+    c.assign(vec![tp.clone()]);
+    let mut first = Vec::new();
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    while first.len() < 5 {
+        assert!(tokio::time::Instant::now() < deadline);
+        first.extend(c.poll(Duration::from_millis(200)).await.unwrap());
+    }
+    let at = first[4].offset + 1;
+    c.commit_offsets_sync(BTreeMap::from([(tp.clone(), at)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.committed(std::slice::from_ref(&tp)).await.unwrap()[&tp],
+        Some(at)
+    );
+    assert_eq!(c.generation_id(), None);
+    c.close().await.unwrap();
+    let mut d = Consumer::new(group_config(&bootstrap, "g-manual"))
+        .await
+        .unwrap();
+    d.assign(vec![tp.clone()]);
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline);
+        let batch = d.poll(Duration::from_millis(200)).await.unwrap();
+        if let Some(r) = batch.first() {
+            assert_eq!(r.offset, at, "starts at the committed offset");
+            break;
+        }
+    }
+}
