@@ -144,32 +144,41 @@ pub fn above_high_watermark(history: &History) -> Vec<Violation> {
 }
 
 /// At most one owner per partition per group generation: the assignments members received
-/// for one (group, generation) are disjoint.
+/// for one (group, generation) are disjoint. A fault that may destroy the group's stored
+/// metadata (a wipe; a power loss under page-cache flushing) between two assignments excuses
+/// them: the coordinator may then count generations from the start again.
 pub fn group_ownership(history: &History) -> Vec<Violation> {
     let mut out = Vec::new();
-    // (group, generation, partition) -> first member seen owning it
-    let mut owners: BTreeMap<(&str, i32, i32), u32> = BTreeMap::new();
+    // (group, generation, partition) -> every (member, time) seen owning it
+    let mut owners: BTreeMap<(&str, i32, i32), Vec<(u32, SimMillis)>> = BTreeMap::new();
     for assignment in &history.group.assignments {
         for partition in &assignment.partitions {
             let key = (assignment.group.as_str(), assignment.generation, *partition);
-            match owners.get(&key) {
-                Some(owner) if *owner != assignment.member => push(
-                    &mut out,
-                    ViolationClass::GroupOwnership,
-                    format!(
-                        "group {} generation {}: partition {} owned by members {} and {}",
-                        assignment.group,
-                        assignment.generation,
-                        partition,
-                        owner,
-                        assignment.member
-                    ),
-                ),
-                Some(_) => {}
-                None => {
-                    owners.insert(key, assignment.member);
+            let seen = owners.entry(key).or_default();
+            for (owner, at_ms) in seen.iter() {
+                let (from, to) = (
+                    (*at_ms).min(assignment.at_ms),
+                    (*at_ms).max(assignment.at_ms),
+                );
+                if *owner != assignment.member && !history.may_lose_between(from, to) {
+                    push(
+                        &mut out,
+                        ViolationClass::GroupOwnership,
+                        format!(
+                            "group {} generation {}: partition {} owned by members {} (at {} ms) and {} (at {} ms)",
+                            assignment.group,
+                            assignment.generation,
+                            partition,
+                            owner,
+                            at_ms,
+                            assignment.member,
+                            assignment.at_ms
+                        ),
+                    );
+                    break;
                 }
             }
+            seen.push((assignment.member, assignment.at_ms));
         }
     }
     out
@@ -177,8 +186,10 @@ pub fn group_ownership(history: &History) -> Vec<Violation> {
 
 /// Committed offsets never go back: if a commit was acknowledged before another commit for
 /// the same group and partition was sent, the later one's offset is not smaller, unless an
-/// admin reset of that partition, or a fault allowed to lose the committed offset, happened
-/// in between. (Overlapping commits have no order a client can rely on.)
+/// admin reset of that partition happened in between, or a fault allowed to lose data
+/// happened after the group read the record just below the earlier offset (lost records make
+/// the consumer's position out of range, and it resets). Overlapping commits have no order a
+/// client can rely on.
 pub fn commit_regressions(history: &History) -> Vec<Violation> {
     let mut out = Vec::new();
     let mut by_partition: BTreeMap<(&str, i32), Vec<&crate::history::CommitOp>> = BTreeMap::new();
@@ -187,6 +198,20 @@ pub fn commit_regressions(history: &History) -> Vec<Violation> {
             .entry((commit.group.as_str(), commit.partition))
             .or_default()
             .push(commit);
+    }
+    // (group, partition, offset) -> the earliest the broker may have served it to the group:
+    // consumers prefetch, so a poll may return a record fetched before a crash after it.
+    let sent = first_sent(history);
+    let mut first_read: BTreeMap<(&str, i32, i64), SimMillis> = BTreeMap::new();
+    for read in &history.group.reads {
+        let served = read
+            .value
+            .and_then(|v| sent.get(&v).copied())
+            .map_or(read.at_ms, |at| at.min(read.at_ms));
+        let at = first_read
+            .entry((read.group.as_str(), read.partition, read.offset))
+            .or_insert(served);
+        *at = (*at).min(served);
     }
     for ((group, partition), commits) in by_partition {
         for earlier in &commits {
@@ -200,7 +225,10 @@ pub fn commit_regressions(history: &History) -> Vec<Violation> {
                         && r.at_ms >= earlier.invoke_ms
                         && r.at_ms <= later.complete_ms
                 });
-                if reset || history.may_lose_between(earlier.invoke_ms, later.complete_ms) {
+                let read_at = first_read
+                    .get(&(group, partition, earlier.offset - 1))
+                    .map_or(earlier.invoke_ms, |at| (*at).min(earlier.invoke_ms));
+                if reset || history.may_lose_between(read_at, later.complete_ms) {
                     continue;
                 }
                 push(
@@ -239,11 +267,50 @@ pub fn group_lost_records(history: &History) -> Vec<Violation> {
                 .insert((read.partition, value));
         }
     }
+    // A fault that lost data leaves commits made before it pointing into an offset space that
+    // no longer exists: the group resumes at them and skips whatever the log reassigned below
+    // (Kafka detects this with leader epochs, KIP-320; a single node without them cannot).
+    // Likewise a position reached by reading records served before the fault (consumers
+    // prefetch, so such a record may be handed out after it). Per (group, partition): the
+    // highest such offset.
+    let sent = first_sent(history);
+    let mut stale_commit: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for fault in &history.data_faults {
+        if fault.at_ms > drained_ms || !history.may_lose_between(fault.at_ms, fault.at_ms) {
+            continue;
+        }
+        let mut raise = |group: &str, partition: i32, offset: i64| {
+            let highest = stale_commit
+                .entry((group.to_string(), partition))
+                .or_insert(offset);
+            *highest = (*highest).max(offset);
+        };
+        for commit in &history.group.commits {
+            if commit.invoke_ms <= fault.at_ms {
+                raise(commit.group.as_str(), commit.partition, commit.offset);
+            }
+        }
+        for read in &history.group.reads {
+            let served = read
+                .value
+                .and_then(|v| sent.get(&v).copied())
+                .map_or(read.at_ms, |at| at.min(read.at_ms));
+            if served <= fault.at_ms {
+                raise(read.group.as_str(), read.partition, read.offset + 1);
+            }
+        }
+    }
     let empty = BTreeSet::new();
     for group in &history.group.groups {
         let seen = consumed.get(group.as_str()).unwrap_or(&empty);
         for op in &history.produces {
             if op.outcome != Outcome::Ok || history.may_lose_between(op.invoke_ms, drained_ms) {
+                continue;
+            }
+            let skipped = stale_commit
+                .get(&(group.clone(), op.partition))
+                .is_some_and(|highest| op.offset.is_some_and(|offset| offset < *highest));
+            if skipped {
                 continue;
             }
             if !seen.contains(&(op.partition, op.value)) {
@@ -1086,6 +1153,21 @@ mod tests {
         assert_eq!(classes(&found), vec![ViolationClass::GroupOwnership]);
         assert!(found[0].detail.contains("partition 1"), "{}", found[0]);
         // The same partition in another generation, or in another group, is fine.
+        // A wipe between the two assignments excuses it (generations may start over).
+        let mut wiped = clean_groups();
+        let mut late = assignment("a", 2, 1, &[1]);
+        late.at_ms = 300;
+        wiped.group.assignments.push(late.clone());
+        assert_eq!(
+            classes(&group_ownership(&wiped)),
+            vec![ViolationClass::GroupOwnership]
+        );
+        wiped.data_faults.push(DataFaultEvent {
+            at_ms: 200,
+            node: 0,
+            fault: DataFault::Destroyed,
+        });
+        assert!(group_ownership(&wiped).is_empty());
         let mut h = clean_groups();
         h.group.assignments.push(assignment("a", 3, 3, &[1]));
         h.group.assignments.push(assignment("b", 2, 2, &[1]));
@@ -1117,6 +1199,24 @@ mod tests {
             fault: DataFault::PowerLoss,
         });
         assert!(commit_regressions(&lost).is_empty());
+        // So does one after the group read the record below the earlier offset (offset 2,
+        // at 150 ms in `clean_groups`), even if before the earlier commit was sent.
+        let mut lost_log = h.clone();
+        lost_log.flush = FlushGuarantee::PageCache;
+        lost_log.group.commits[1].invoke_ms = 170;
+        lost_log.group.commits[1].complete_ms = 175;
+        lost_log.data_faults.push(DataFaultEvent {
+            at_ms: 160,
+            node: 0,
+            fault: DataFault::PowerLoss,
+        });
+        assert!(commit_regressions(&lost_log).is_empty());
+        // A process kill loses nothing: still a violation.
+        lost_log.data_faults[0].fault = DataFault::ProcessKill;
+        assert_eq!(
+            classes(&commit_regressions(&lost_log)),
+            vec![ViolationClass::CommitRegression]
+        );
         // Overlapping commits have no order: not a violation.
         let mut overlap = clean_groups();
         overlap.group.commits.push(commit("a", 0, 2, 122));
@@ -1145,6 +1245,26 @@ mod tests {
             fault: DataFault::Destroyed,
         });
         assert!(group_lost_records(&h).is_empty());
+        // A commit made before data was lost excuses records later written below it.
+        let mut stale = clean_groups();
+        stale.flush = FlushGuarantee::PageCache;
+        stale
+            .group
+            .reads
+            .retain(|r| !(r.group == "a" && r.offset == 1));
+        stale.produces[1].invoke_ms = 160;
+        stale.produces[1].complete_ms = 165;
+        stale.data_faults.push(DataFaultEvent {
+            at_ms: 150,
+            node: 0,
+            fault: DataFault::PowerLoss,
+        });
+        assert!(group_lost_records(&stale).is_empty());
+        stale.data_faults[0].fault = DataFault::ProcessKill;
+        assert_eq!(
+            classes(&group_lost_records(&stale)),
+            vec![ViolationClass::GroupLostRecord]
+        );
         // Without a drain (groups not run) there is nothing to judge.
         let mut none = clean_groups();
         none.group.drained_ms = None;

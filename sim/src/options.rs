@@ -13,6 +13,9 @@ pub enum Workload {
     /// Karst nodes (the real runtime) on simulated hosts, driven through Karst's client over
     /// simulated TCP.
     Node,
+    /// The node workload's producers plus two consumer groups (2 and 3 subscribing members,
+    /// manual commits) instead of its assigned consumers.
+    Groups,
 }
 
 /// How much traffic the workload drives.
@@ -108,7 +111,7 @@ impl RunOptions {
     /// to pause, so those are dropped from `faults`.
     pub fn effective_faults(&self) -> FaultSet {
         match self.workload {
-            Workload::Node => self.faults,
+            Workload::Node | Workload::Groups => self.faults,
             Workload::Log => FaultKind::ALL
                 .into_iter()
                 .filter(|k| k.is_network() || *k == FaultKind::Pause)
@@ -119,7 +122,7 @@ impl RunOptions {
     /// Karst nodes actually run (the log workload has exactly one log).
     pub fn effective_nodes(&self) -> u32 {
         match self.workload {
-            Workload::Node => self.nodes.max(1),
+            Workload::Node | Workload::Groups => self.nodes.max(1),
             Workload::Log => 1,
         }
     }

@@ -9,6 +9,7 @@
 //! trace is a function of the seed, the options and the commit.
 
 mod disk;
+mod group_workload;
 mod log_workload;
 mod node_workload;
 
@@ -203,7 +204,9 @@ pub fn run_seed(seed: u64, options: &RunOptions, keep_trace: bool) -> RunOutcome
                 });
                 match options.workload {
                     Workload::Log => log_workload::run(seed, &options, &plan, &shared).await,
-                    Workload::Node => node_workload::run(seed, &options, &plan, &shared).await,
+                    Workload::Node | Workload::Groups => {
+                        node_workload::run(seed, &options, &plan, &shared).await
+                    }
                 }
                 let end_ms = shared.now_ms();
                 shared.with(|w| w.end_ms = end_ms);

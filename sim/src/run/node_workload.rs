@@ -10,13 +10,14 @@
 //! may still have been written); one refused before it was queued is Failed.
 
 use super::disk::{self, LyingStorage};
+use super::group_workload::{self, GroupsStop, GROUPS};
 use super::{run_nemesis, sleep_ms, FaultTarget, Shared, HEALED_TRAFFIC_MS};
 use crate::history::{
     DataFaultEvent, FinalRead, FlushGuarantee, Outcome, PartitionRecords, ProduceOp, ReadOp,
     SimMillis, Value,
 };
 use crate::nemesis::{Action, NemesisPlan};
-use crate::options::{InjectedBug, RunOptions};
+use crate::options::{InjectedBug, RunOptions, Workload};
 use crate::rng::SimRng;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -38,6 +39,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const TOPIC: &str = "sim";
+/// Partitions of `__consumer_offsets` (Kafka's default 50 costs simulation time for nothing).
+const OFFSETS_TOPIC_PARTITIONS: i32 = 3;
 /// Kafka's OFFSET_OUT_OF_RANGE error code.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 const PARTITIONS: i32 = 3;
@@ -190,6 +193,10 @@ pub(crate) async fn run(seed: u64, options: &RunOptions, plan: &NemesisPlan, sha
                 FlushGuarantee::PageCache => FlushPolicyName::PageCache,
             },
             karst_seed: Some(seed ^ (index as u64 + 1)),
+            // Groups: rebalance at once and allow the short sessions the members use.
+            group_initial_rebalance_delay_ms: 0,
+            group_min_session_timeout_ms: 500,
+            offsets_topic_num_partitions: OFFSETS_TOPIC_PARTITIONS,
             ..NodeConfig::default()
         };
         let node_shared = shared.clone();
@@ -244,6 +251,8 @@ pub(crate) async fn run(seed: u64, options: &RunOptions, plan: &NemesisPlan, sha
     });
     let mut tasks = Vec::new();
     let (producers, consumers) = options.load.clients();
+    let groups = options.workload == Workload::Groups;
+    let consumers = if groups { 0 } else { consumers };
     for producer in 0..producers {
         tasks.push(client_node.spawn(produce_loop(
             client_config.clone(),
@@ -265,18 +274,56 @@ pub(crate) async fn run(seed: u64, options: &RunOptions, plan: &NemesisPlan, sha
     }
     // One more reader that sends its own Fetch requests, to record each response's high
     // watermark with the records it carried.
-    tasks.push(client_node.spawn(fetch_loop(
-        client_config.clone(),
-        traffic.clone(),
-        shared.clone(),
-        consumers,
-    )));
+    if !groups {
+        tasks.push(client_node.spawn(fetch_loop(
+            client_config.clone(),
+            traffic.clone(),
+            shared.clone(),
+            consumers,
+        )));
+    }
+    let groups_stop = Arc::new(GroupsStop {
+        stop: AtomicBool::new(false),
+    });
+    let mut members = Vec::new();
+    if groups {
+        let mut member = 0;
+        for (group, size) in GROUPS {
+            shared.with(|w| w.history.group.groups.push(group.to_string()));
+            for _ in 0..size {
+                members.push(client_node.spawn(group_workload::member_loop(
+                    client_config.clone(),
+                    TOPIC,
+                    group,
+                    member,
+                    groups_stop.clone(),
+                    shared.clone(),
+                )));
+                member += 1;
+            }
+        }
+    }
 
     run_nemesis(plan, shared, &cluster).await;
     sleep_ms(HEALED_TRAFFIC_MS).await;
     traffic.stop.store(true, Ordering::SeqCst);
     for task in tasks {
         let _ = task.await;
+    }
+    if groups {
+        // The groups drain: until each consumed every acknowledged record, or half the
+        // liveness bound (the final read needs the rest).
+        let deadline = shared.with(|w| w.history.heal_ms + w.history.liveness_bound_ms / 2);
+        while shared.now_ms() < deadline && !group_workload::drained(&shared) {
+            sleep_ms(250).await;
+        }
+        let drained_ms = shared.now_ms();
+        shared.with(|w| w.history.group.drained_ms = Some(drained_ms));
+        shared.event("groups: drain ended");
+        groups_stop.stop.store(true, Ordering::SeqCst);
+        for member in members {
+            let _ = member.await;
+        }
     }
     let final_read = client_node
         .spawn(final_read(client_config, shared.clone()))
