@@ -150,7 +150,8 @@ pub fn above_high_watermark(history: &History) -> Vec<Violation> {
 pub fn group_ownership(history: &History) -> Vec<Violation> {
     let mut out = Vec::new();
     // (group, generation, partition) -> every (member, time) seen owning it
-    let mut owners: BTreeMap<(&str, i32, i32), Vec<(u32, SimMillis)>> = BTreeMap::new();
+    type Owners<'a> = BTreeMap<(&'a str, i32, i32), Vec<(u32, SimMillis)>>;
+    let mut owners: Owners = BTreeMap::new();
     for assignment in &history.group.assignments {
         for partition in &assignment.partitions {
             let key = (assignment.group.as_str(), assignment.generation, *partition);

@@ -111,9 +111,9 @@ pub(crate) async fn member_loop(
                         at_ms,
                     });
                 });
-                if held.as_ref().map(|(g, _)| *g) != Some(generation) {
-                    consumed.clear();
-                }
+                // A new holding starts from what the group committed: forget positions of the
+                // old one (after data loss generation numbers may repeat, so any change counts).
+                consumed.clear();
                 held = Some((generation, partitions.clone()));
             }
         }

@@ -314,7 +314,7 @@ pub(crate) async fn run(seed: u64, options: &RunOptions, plan: &NemesisPlan, sha
         // The groups drain: until each consumed every acknowledged record, or half the
         // liveness bound (the final read needs the rest).
         let deadline = shared.with(|w| w.history.heal_ms + w.history.liveness_bound_ms / 2);
-        while shared.now_ms() < deadline && !group_workload::drained(&shared) {
+        while shared.now_ms() < deadline && !group_workload::drained(shared) {
             sleep_ms(250).await;
         }
         let drained_ms = shared.now_ms();
