@@ -60,7 +60,7 @@ pub(crate) async fn member_loop(
     let mut consumer: Option<Consumer> = None;
     // What this member holds: (generation, partitions), and the next offset after the
     // records it consumed in that generation.
-    let mut held: Option<(i32, Vec<i32>)> = None;
+    let mut held: Option<(i32, Option<String>, Vec<i32>)> = None;
     let mut consumed: BTreeMap<TopicPartition, i64> = BTreeMap::new();
     let mut last_commit_ms: SimMillis = 0;
     while !stop.stop.load(Ordering::SeqCst) {
@@ -96,8 +96,10 @@ pub(crate) async fn member_loop(
             .map(|tp| tp.partition)
             .collect();
         partitions.sort_unstable();
+        let member_id = active.member_id();
         if let Some(generation) = generation {
-            if held.as_ref() != Some(&(generation, partitions.clone())) {
+            let holding = (generation, member_id, partitions.clone());
+            if held.as_ref() != Some(&holding) {
                 shared.with(|w| {
                     w.trace.event(
                         at_ms,
@@ -114,7 +116,7 @@ pub(crate) async fn member_loop(
                 // A new holding starts from what the group committed: forget positions of the
                 // old one (after data loss generation numbers may repeat, so any change counts).
                 consumed.clear();
-                held = Some((generation, partitions.clone()));
+                held = Some(holding);
             }
         }
         match polled {
@@ -192,7 +194,7 @@ pub(crate) async fn member_loop(
     }
     if let Some(active) = consumer.as_mut() {
         if !consumed.is_empty() {
-            let partitions: Vec<i32> = held.map(|(_, p)| p).unwrap_or_default();
+            let partitions: Vec<i32> = held.map(|(_, _, p)| p).unwrap_or_default();
             commit(
                 active,
                 &name,
