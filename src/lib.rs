@@ -11,6 +11,7 @@
 //! - [`cli`]: the `karst` command-line tools.
 
 pub mod broker;
+pub mod buggify;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -34,10 +34,18 @@ pub enum ViolationClass {
     Liveness,
     /// The system under test panicked or broke an internal invariant.
     Panic,
+    /// A record was read at or above the high watermark its fetch response reported.
+    AboveHighWatermark,
+    /// Two members of a group owned one partition in the same generation.
+    GroupOwnership,
+    /// A group's acknowledged committed offset went back without an admin reset.
+    CommitRegression,
+    /// After the heal, a group did not consume an acknowledged record.
+    GroupLostRecord,
 }
 
 impl ViolationClass {
-    pub const ALL: [ViolationClass; 8] = [
+    pub const ALL: [ViolationClass; 12] = [
         ViolationClass::LostWrite,
         ViolationClass::Duplicate,
         ViolationClass::OffsetConflict,
@@ -46,6 +54,10 @@ impl ViolationClass {
         ViolationClass::PhantomRead,
         ViolationClass::Liveness,
         ViolationClass::Panic,
+        ViolationClass::AboveHighWatermark,
+        ViolationClass::GroupOwnership,
+        ViolationClass::CommitRegression,
+        ViolationClass::GroupLostRecord,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +70,10 @@ impl ViolationClass {
             ViolationClass::PhantomRead => "phantom-read",
             ViolationClass::Liveness => "liveness",
             ViolationClass::Panic => "panic",
+            ViolationClass::AboveHighWatermark => "above-high-watermark",
+            ViolationClass::GroupOwnership => "group-ownership",
+            ViolationClass::CommitRegression => "commit-regression",
+            ViolationClass::GroupLostRecord => "group-lost-record",
         }
     }
 
@@ -97,6 +113,219 @@ pub fn check_all(history: &History) -> Vec<Violation> {
     out.extend(read_order(history));
     out.extend(phantom_reads(history));
     out.extend(liveness(history));
+    out.extend(above_high_watermark(history));
+    out.extend(group_ownership(history));
+    out.extend(commit_regressions(history));
+    out.extend(group_lost_records(history));
+    out
+}
+
+/// Nothing read above the high watermark: a record a fetch returned must lie below the high
+/// watermark that same response reported for its partition (Kafka serves only committed
+/// records; under the durable flush policy, only fsynced ones). Checked for every read whose
+/// reader recorded the response's high watermark.
+pub fn above_high_watermark(history: &History) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for read in &history.reads {
+        if let Some(high_watermark) = read.high_watermark {
+            if read.offset >= high_watermark {
+                push(
+                    &mut out,
+                    ViolationClass::AboveHighWatermark,
+                    format!(
+                        "consumer {} read partition {} offset {} from a fetch (answered at {} ms) whose high watermark was {}",
+                        read.consumer, read.partition, read.offset, read.complete_ms, high_watermark
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// At most one owner per partition per group generation: the assignments members received
+/// for one (group, generation) are disjoint. A fault that may destroy the group's stored
+/// metadata (a wipe; a power loss under page-cache flushing) between two assignments excuses
+/// them: the coordinator may then count generations from the start again.
+pub fn group_ownership(history: &History) -> Vec<Violation> {
+    let mut out = Vec::new();
+    // (group, generation, partition) -> every (member, time) seen owning it
+    type Owners<'a> = BTreeMap<(&'a str, i32, i32), Vec<(u32, SimMillis)>>;
+    let mut owners: Owners = BTreeMap::new();
+    for assignment in &history.group.assignments {
+        for partition in &assignment.partitions {
+            let key = (assignment.group.as_str(), assignment.generation, *partition);
+            let seen = owners.entry(key).or_default();
+            for (owner, at_ms) in seen.iter() {
+                let (from, to) = (
+                    (*at_ms).min(assignment.at_ms),
+                    (*at_ms).max(assignment.at_ms),
+                );
+                if *owner != assignment.member && !history.may_lose_between(from, to) {
+                    push(
+                        &mut out,
+                        ViolationClass::GroupOwnership,
+                        format!(
+                            "group {} generation {}: partition {} owned by members {} (at {} ms) and {} (at {} ms)",
+                            assignment.group,
+                            assignment.generation,
+                            partition,
+                            owner,
+                            at_ms,
+                            assignment.member,
+                            assignment.at_ms
+                        ),
+                    );
+                    break;
+                }
+            }
+            seen.push((assignment.member, assignment.at_ms));
+        }
+    }
+    out
+}
+
+/// Committed offsets never go back: if a commit was acknowledged before another commit for
+/// the same group and partition was sent, the later one's offset is not smaller, unless an
+/// admin reset of that partition happened in between, or a fault allowed to lose data
+/// happened after the group read the record just below the earlier offset (lost records make
+/// the consumer's position out of range, and it resets). Overlapping commits have no order a
+/// client can rely on.
+pub fn commit_regressions(history: &History) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut by_partition: BTreeMap<(&str, i32), Vec<&crate::history::CommitOp>> = BTreeMap::new();
+    for commit in &history.group.commits {
+        by_partition
+            .entry((commit.group.as_str(), commit.partition))
+            .or_default()
+            .push(commit);
+    }
+    // (group, partition, offset) -> the earliest the broker may have served it to the group:
+    // consumers prefetch, so a poll may return a record fetched before a crash after it.
+    let sent = first_sent(history);
+    let mut first_read: BTreeMap<(&str, i32, i64), SimMillis> = BTreeMap::new();
+    for read in &history.group.reads {
+        let served = read
+            .value
+            .and_then(|v| sent.get(&v).copied())
+            .map_or(read.at_ms, |at| at.min(read.at_ms));
+        let at = first_read
+            .entry((read.group.as_str(), read.partition, read.offset))
+            .or_insert(served);
+        *at = (*at).min(served);
+    }
+    for ((group, partition), commits) in by_partition {
+        for earlier in &commits {
+            for later in &commits {
+                if later.invoke_ms <= earlier.complete_ms || later.offset >= earlier.offset {
+                    continue;
+                }
+                let reset = history.group.resets.iter().any(|r| {
+                    r.group == group
+                        && r.partition == partition
+                        && r.at_ms >= earlier.invoke_ms
+                        && r.at_ms <= later.complete_ms
+                });
+                let read_at = first_read
+                    .get(&(group, partition, earlier.offset - 1))
+                    .map_or(earlier.invoke_ms, |at| (*at).min(earlier.invoke_ms));
+                if reset || history.may_lose_between(read_at, later.complete_ms) {
+                    continue;
+                }
+                push(
+                    &mut out,
+                    ViolationClass::CommitRegression,
+                    format!(
+                        "group {group} partition {partition}: offset {} acknowledged at {} ms (member {}), then {} committed from {} ms (member {})",
+                        earlier.offset,
+                        earlier.complete_ms,
+                        earlier.member,
+                        later.offset,
+                        later.invoke_ms,
+                        later.member
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Every acknowledged record is consumed by each group (at least once) by the end of the
+/// groups' drain after the heal, unless a fault allowed to destroy it happened after it was
+/// sent.
+pub fn group_lost_records(history: &History) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let Some(drained_ms) = history.group.drained_ms else {
+        return out;
+    };
+    let mut consumed: BTreeMap<&str, BTreeSet<(i32, Value)>> = BTreeMap::new();
+    for read in &history.group.reads {
+        if let Some(value) = read.value {
+            consumed
+                .entry(read.group.as_str())
+                .or_default()
+                .insert((read.partition, value));
+        }
+    }
+    // A fault that lost data leaves commits made before it pointing into an offset space that
+    // no longer exists: the group resumes at them and skips whatever the log reassigned below
+    // (Kafka detects this with leader epochs, KIP-320; a single node without them cannot).
+    // Likewise a position reached by reading records served before the fault (consumers
+    // prefetch, so such a record may be handed out after it). Per (group, partition): the
+    // highest such offset.
+    let sent = first_sent(history);
+    let mut stale_commit: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for fault in &history.data_faults {
+        if fault.at_ms > drained_ms || !history.may_lose_between(fault.at_ms, fault.at_ms) {
+            continue;
+        }
+        let mut raise = |group: &str, partition: i32, offset: i64| {
+            let highest = stale_commit
+                .entry((group.to_string(), partition))
+                .or_insert(offset);
+            *highest = (*highest).max(offset);
+        };
+        for commit in &history.group.commits {
+            if commit.invoke_ms <= fault.at_ms {
+                raise(commit.group.as_str(), commit.partition, commit.offset);
+            }
+        }
+        for read in &history.group.reads {
+            let served = read
+                .value
+                .and_then(|v| sent.get(&v).copied())
+                .map_or(read.at_ms, |at| at.min(read.at_ms));
+            if served <= fault.at_ms {
+                raise(read.group.as_str(), read.partition, read.offset + 1);
+            }
+        }
+    }
+    let empty = BTreeSet::new();
+    for group in &history.group.groups {
+        let seen = consumed.get(group.as_str()).unwrap_or(&empty);
+        for op in &history.produces {
+            if op.outcome != Outcome::Ok || history.may_lose_between(op.invoke_ms, drained_ms) {
+                continue;
+            }
+            let skipped = stale_commit
+                .get(&(group.clone(), op.partition))
+                .is_some_and(|highest| op.offset.is_some_and(|offset| offset < *highest));
+            if skipped {
+                continue;
+            }
+            if !seen.contains(&(op.partition, op.value)) {
+                push(
+                    &mut out,
+                    ViolationClass::GroupLostRecord,
+                    format!(
+                        "group {group} never consumed {} (acknowledged at partition {} offset {:?} at {} ms; drain ended {} ms)",
+                        op.value, op.partition, op.offset, op.complete_ms, drained_ms
+                    ),
+                );
+            }
+        }
+    }
     out
 }
 
@@ -469,7 +698,10 @@ pub fn liveness(history: &History) -> Vec<Violation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{DataFault, DataFaultEvent, FinalRead, FlushGuarantee, ProduceOp, ReadOp};
+    use crate::history::{
+        AssignmentOp, CommitOp, DataFault, DataFaultEvent, FinalRead, FlushGuarantee, GroupReadOp,
+        OffsetResetEvent, ProduceOp, ReadOp,
+    };
 
     fn value(producer: u32, seq: u32) -> Value {
         Value { producer, seq }
@@ -496,6 +728,7 @@ mod tests {
             value: v,
             invoke_ms: at,
             complete_ms: at + 2,
+            high_watermark: None,
         }
     }
 
@@ -833,6 +1066,211 @@ mod tests {
                 .push(read(7, 10 + seq, Some(value(5, seq as u32)), 100));
         }
         assert_eq!(phantom_reads(&h).len(), MAX_VIOLATIONS_PER_CLASS);
+    }
+
+    #[test]
+    fn a_read_at_or_above_its_fetch_high_watermark_is_caught() {
+        let mut h = clean(FlushGuarantee::Durable);
+        // Offsets 0..3 read from fetches whose high watermark was 3: fine.
+        for r in &mut h.reads {
+            r.high_watermark = Some(3);
+        }
+        assert!(above_high_watermark(&h).is_empty());
+        // Offset 2 served by a fetch that reported a high watermark of 2 (not yet durable).
+        h.reads[2].high_watermark = Some(2);
+        let found = above_high_watermark(&h);
+        assert_eq!(classes(&found), vec![ViolationClass::AboveHighWatermark]);
+        assert!(found[0].detail.contains("offset 2"), "{}", found[0]);
+        assert_eq!(
+            classes(&check_all(&h)),
+            vec![ViolationClass::AboveHighWatermark]
+        );
+    }
+
+    fn assignment(group: &str, member: u32, generation: i32, partitions: &[i32]) -> AssignmentOp {
+        AssignmentOp {
+            group: group.into(),
+            member,
+            generation,
+            partitions: partitions.to_vec(),
+            at_ms: 50,
+        }
+    }
+
+    fn commit(group: &str, partition: i32, offset: i64, at: SimMillis) -> CommitOp {
+        CommitOp {
+            group: group.into(),
+            member: 1,
+            partition,
+            offset,
+            invoke_ms: at,
+            complete_ms: at + 5,
+        }
+    }
+
+    fn group_read(group: &str, offset: i64, v: Value) -> GroupReadOp {
+        GroupReadOp {
+            group: group.into(),
+            member: 1,
+            partition: 0,
+            offset,
+            value: Some(v),
+            at_ms: 150,
+        }
+    }
+
+    /// `clean` plus two groups that each consumed every record, with disjoint assignments
+    /// and rising commits.
+    fn clean_groups() -> History {
+        let mut h = clean(FlushGuarantee::Durable);
+        h.group.groups = vec!["a".into(), "b".into()];
+        h.group.assignments = vec![
+            assignment("a", 1, 1, &[0, 1]),
+            assignment("a", 2, 1, &[2]),
+            assignment("a", 2, 2, &[0, 1, 2]),
+            assignment("b", 1, 1, &[0, 1, 2]),
+        ];
+        h.group.commits = vec![commit("a", 0, 1, 100), commit("a", 0, 3, 120)];
+        for g in ["a", "b"] {
+            for seq in 0..3 {
+                h.group.reads.push(group_read(g, seq as i64, value(1, seq)));
+            }
+        }
+        h.group.drained_ms = Some(400);
+        h
+    }
+
+    #[test]
+    fn clean_groups_pass_every_checker() {
+        assert_eq!(check_all(&clean_groups()), vec![]);
+    }
+
+    #[test]
+    fn two_owners_of_a_partition_in_one_generation_are_caught() {
+        let mut h = clean_groups();
+        // Member 2 of group a also got partition 1 in generation 1 (member 1 holds it).
+        h.group.assignments.push(assignment("a", 2, 1, &[1]));
+        let found = group_ownership(&h);
+        assert_eq!(classes(&found), vec![ViolationClass::GroupOwnership]);
+        assert!(found[0].detail.contains("partition 1"), "{}", found[0]);
+        // The same partition in another generation, or in another group, is fine.
+        // A wipe between the two assignments excuses it (generations may start over).
+        let mut wiped = clean_groups();
+        let mut late = assignment("a", 2, 1, &[1]);
+        late.at_ms = 300;
+        wiped.group.assignments.push(late.clone());
+        assert_eq!(
+            classes(&group_ownership(&wiped)),
+            vec![ViolationClass::GroupOwnership]
+        );
+        wiped.data_faults.push(DataFaultEvent {
+            at_ms: 200,
+            node: 0,
+            fault: DataFault::Destroyed,
+        });
+        assert!(group_ownership(&wiped).is_empty());
+        let mut h = clean_groups();
+        h.group.assignments.push(assignment("a", 3, 3, &[1]));
+        h.group.assignments.push(assignment("b", 2, 2, &[1]));
+        assert!(group_ownership(&h).is_empty());
+    }
+
+    #[test]
+    fn a_committed_offset_going_back_is_caught_unless_reset_or_lost() {
+        let mut h = clean_groups();
+        h.group.commits.push(commit("a", 0, 2, 200));
+        assert_eq!(
+            classes(&commit_regressions(&h)),
+            vec![ViolationClass::CommitRegression]
+        );
+        // An admin reset between the two commits excuses it.
+        let mut reset = h.clone();
+        reset.group.resets.push(OffsetResetEvent {
+            group: "a".into(),
+            partition: 0,
+            at_ms: 150,
+        });
+        assert!(commit_regressions(&reset).is_empty());
+        // So does a power loss under page-cache flushing (the commit was never durable).
+        let mut lost = h.clone();
+        lost.flush = FlushGuarantee::PageCache;
+        lost.data_faults.push(DataFaultEvent {
+            at_ms: 150,
+            node: 0,
+            fault: DataFault::PowerLoss,
+        });
+        assert!(commit_regressions(&lost).is_empty());
+        // So does one after the group read the record below the earlier offset (offset 2,
+        // at 150 ms in `clean_groups`), even if before the earlier commit was sent.
+        let mut lost_log = h.clone();
+        lost_log.flush = FlushGuarantee::PageCache;
+        lost_log.group.commits[1].invoke_ms = 170;
+        lost_log.group.commits[1].complete_ms = 175;
+        lost_log.data_faults.push(DataFaultEvent {
+            at_ms: 160,
+            node: 0,
+            fault: DataFault::PowerLoss,
+        });
+        assert!(commit_regressions(&lost_log).is_empty());
+        // A process kill loses nothing: still a violation.
+        lost_log.data_faults[0].fault = DataFault::ProcessKill;
+        assert_eq!(
+            classes(&commit_regressions(&lost_log)),
+            vec![ViolationClass::CommitRegression]
+        );
+        // Overlapping commits have no order: not a violation.
+        let mut overlap = clean_groups();
+        overlap.group.commits.push(commit("a", 0, 2, 122));
+        assert!(commit_regressions(&overlap).is_empty());
+        // Another group or partition is independent.
+        let mut other = clean_groups();
+        other.group.commits.push(commit("b", 0, 2, 200));
+        other.group.commits.push(commit("a", 1, 0, 200));
+        assert!(commit_regressions(&other).is_empty());
+    }
+
+    #[test]
+    fn a_group_missing_an_acknowledged_record_is_caught() {
+        let mut h = clean_groups();
+        h.group.reads.retain(|r| !(r.group == "b" && r.offset == 1));
+        let found = group_lost_records(&h);
+        assert_eq!(classes(&found), vec![ViolationClass::GroupLostRecord]);
+        assert!(found[0].detail.contains("group b"), "{}", found[0]);
+        // Reading it twice (at least once) is fine; a wipe after it was sent excuses it.
+        let mut twice = clean_groups();
+        twice.group.reads.push(group_read("a", 0, value(1, 0)));
+        assert!(group_lost_records(&twice).is_empty());
+        h.data_faults.push(DataFaultEvent {
+            at_ms: 20,
+            node: 0,
+            fault: DataFault::Destroyed,
+        });
+        assert!(group_lost_records(&h).is_empty());
+        // A commit made before data was lost excuses records later written below it.
+        let mut stale = clean_groups();
+        stale.flush = FlushGuarantee::PageCache;
+        stale
+            .group
+            .reads
+            .retain(|r| !(r.group == "a" && r.offset == 1));
+        stale.produces[1].invoke_ms = 160;
+        stale.produces[1].complete_ms = 165;
+        stale.data_faults.push(DataFaultEvent {
+            at_ms: 150,
+            node: 0,
+            fault: DataFault::PowerLoss,
+        });
+        assert!(group_lost_records(&stale).is_empty());
+        stale.data_faults[0].fault = DataFault::ProcessKill;
+        assert_eq!(
+            classes(&group_lost_records(&stale)),
+            vec![ViolationClass::GroupLostRecord]
+        );
+        // Without a drain (groups not run) there is nothing to judge.
+        let mut none = clean_groups();
+        none.group.drained_ms = None;
+        none.group.reads.clear();
+        assert!(group_lost_records(&none).is_empty());
     }
 
     #[test]

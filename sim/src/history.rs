@@ -84,6 +84,65 @@ pub struct ReadOp {
     /// When the fetch that returned it was sent and answered.
     pub invoke_ms: SimMillis,
     pub complete_ms: SimMillis,
+    /// The high watermark the fetch response that carried this record reported for its
+    /// partition, when the reader saw it (readers that issue their own Fetch requests).
+    pub high_watermark: Option<i64>,
+}
+
+/// A consumer group member received an assignment (SyncGroup answered) for a generation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssignmentOp {
+    pub group: String,
+    pub member: u32,
+    pub generation: i32,
+    pub partitions: Vec<i32>,
+    pub at_ms: SimMillis,
+}
+
+/// An offset commit the coordinator acknowledged (OffsetCommit answered without error).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitOp {
+    pub group: String,
+    pub member: u32,
+    pub partition: i32,
+    /// The committed offset: the next record the group will read.
+    pub offset: i64,
+    pub invoke_ms: SimMillis,
+    pub complete_ms: SimMillis,
+}
+
+/// A record consumed by a member of a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupReadOp {
+    pub group: String,
+    pub member: u32,
+    pub partition: i32,
+    pub offset: i64,
+    pub value: Option<Value>,
+    pub at_ms: SimMillis,
+}
+
+/// An administrator moved a group's committed offset (the only excuse for it going back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetResetEvent {
+    pub group: String,
+    pub partition: i32,
+    pub at_ms: SimMillis,
+}
+
+/// What the consumer groups of a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupHistory {
+    /// The groups that consumed the topic; after the heal each must consume every
+    /// acknowledged record.
+    pub groups: Vec<String>,
+    pub assignments: Vec<AssignmentOp>,
+    pub commits: Vec<CommitOp>,
+    pub reads: Vec<GroupReadOp>,
+    pub resets: Vec<OffsetResetEvent>,
+    /// When the groups stopped consuming (the end of their drain after the heal); None if
+    /// groups were not run.
+    pub drained_ms: Option<SimMillis>,
 }
 
 /// The durability promise the node was configured with (log.flush policy).
@@ -139,6 +198,8 @@ pub struct History {
     /// How long after the heal every acknowledged record must be readable.
     pub liveness_bound_ms: SimMillis,
     pub final_read: Option<FinalRead>,
+    /// Consumer groups (the `groups` workload); empty otherwise.
+    pub group: GroupHistory,
 }
 
 impl History {
@@ -152,6 +213,7 @@ impl History {
             heal_ms: 0,
             liveness_bound_ms: 0,
             final_read: None,
+            group: GroupHistory::default(),
         }
     }
 

@@ -9,6 +9,7 @@
 //! unit-tested in the normal build; the simulation itself (`run`) only exists when built with
 //! `RUSTFLAGS="--cfg madsim"` in its own target directory (see tools/sim-ci).
 
+pub mod buggify;
 pub mod checker;
 pub mod history;
 pub mod nemesis;

@@ -13,6 +13,9 @@ pub enum Workload {
     /// Karst nodes (the real runtime) on simulated hosts, driven through Karst's client over
     /// simulated TCP.
     Node,
+    /// The node workload's producers plus two consumer groups (2 and 3 subscribing members,
+    /// manual commits) instead of its assigned consumers.
+    Groups,
 }
 
 /// How much traffic the workload drives.
@@ -47,6 +50,17 @@ impl Load {
 pub enum InjectedBug {
     /// The disk acknowledges fsync without making anything durable (acknowledge before write).
     LyingFsync,
+    /// The broker serves fetches up to the log end offset while reporting the high watermark
+    /// (under the durable flush policy: records not yet fsynced are read). Node workload only;
+    /// compiled into Karst only in the simulation build (`karst::buggify`).
+    ServeAboveHighWatermark,
+}
+
+/// Whether the run's BUGGIFY fault points may be enabled (the seed picks which).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuggifyChoice {
+    On,
+    Off,
 }
 
 /// Everything that, with the seed and the commit, determines a run.
@@ -74,6 +88,10 @@ pub struct RunOptions {
     /// Test-only: inject a known bug to show the checkers catch it.
     #[arg(long, value_enum)]
     pub inject_bug: Option<InjectedBug>,
+    /// BUGGIFY fault points in Karst's code (slow fsync, short reads, ...): on lets the seed
+    /// enable some of them for the run.
+    #[arg(long, value_enum, default_value = "on")]
+    pub buggify: BuggifyChoice,
 }
 
 /// The flush policy of a run; `seed` lets the seed choose (swarm).
@@ -93,7 +111,7 @@ impl RunOptions {
     /// to pause, so those are dropped from `faults`.
     pub fn effective_faults(&self) -> FaultSet {
         match self.workload {
-            Workload::Node => self.faults,
+            Workload::Node | Workload::Groups => self.faults,
             Workload::Log => FaultKind::ALL
                 .into_iter()
                 .filter(|k| k.is_network() || *k == FaultKind::Pause)
@@ -104,7 +122,7 @@ impl RunOptions {
     /// Karst nodes actually run (the log workload has exactly one log).
     pub fn effective_nodes(&self) -> u32 {
         match self.workload {
-            Workload::Node => self.nodes.max(1),
+            Workload::Node | Workload::Groups => self.nodes.max(1),
             Workload::Log => 1,
         }
     }
@@ -124,6 +142,8 @@ impl RunOptions {
             self.fault_phase_ms.to_string(),
             "--flush".to_string(),
             value_name(self.flush),
+            "--buggify".to_string(),
+            value_name(self.buggify),
         ];
         if let Some(bug) = self.inject_bug {
             args.push("--inject-bug".to_string());
@@ -169,13 +189,19 @@ mod tests {
             "--flush",
             "page-cache",
             "--inject-bug",
-            "lying-fsync",
+            "serve-above-high-watermark",
+            "--buggify",
+            "off",
         ]);
         let args = parsed.options.to_args();
         let again = Wrapper::parse_from(std::iter::once("x".to_string()).chain(args.clone()));
         assert_eq!(again.options.to_args(), args);
         assert_eq!(again.options.workload, Workload::Node);
-        assert_eq!(again.options.inject_bug, Some(InjectedBug::LyingFsync));
+        assert_eq!(
+            again.options.inject_bug,
+            Some(InjectedBug::ServeAboveHighWatermark)
+        );
+        assert_eq!(again.options.buggify, BuggifyChoice::Off);
         assert_eq!(again.options.faults, FaultSet::parse("net,kill").unwrap());
     }
 }

@@ -55,6 +55,8 @@ pub struct RunSummary {
     pub classes: Vec<String>,
     /// The first violation, for the sweep's failure list.
     pub first: String,
+    /// BUGGIFY fault points that fired in the run, with how often (name order).
+    pub fired: Vec<(String, u64)>,
 }
 
 impl RunSummary {
@@ -69,7 +71,7 @@ impl RunSummary {
             .map(|c| if c == '\n' { ' ' } else { c })
             .collect();
         format!(
-            "RESULT seed={} status={} sim_ms={} trace_hash={:016x} trace_lines={} operations={} classes={} first={}",
+            "RESULT seed={} status={} sim_ms={} trace_hash={:016x} trace_lines={} operations={} classes={} fired={} first={}",
             self.seed,
             if self.passed() { "ok" } else { "fail" },
             self.sim_ms,
@@ -77,6 +79,15 @@ impl RunSummary {
             self.trace_lines,
             self.operations,
             if self.classes.is_empty() { "-".to_string() } else { self.classes.join(",") },
+            if self.fired.is_empty() {
+                "-".to_string()
+            } else {
+                self.fired
+                    .iter()
+                    .map(|(name, count)| format!("{name}:{count}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
             first
         )
     }
@@ -93,6 +104,16 @@ impl RunSummary {
             "-" => vec![],
             list => list.split(',').map(str::to_string).collect(),
         };
+        let fired = match map.get("fired").copied().unwrap_or("-") {
+            "-" => vec![],
+            list => list
+                .split(',')
+                .map(|item| {
+                    let (name, count) = item.split_once(':')?;
+                    Some((name.to_string(), count.parse().ok()?))
+                })
+                .collect::<Option<Vec<_>>>()?,
+        };
         Some(RunSummary {
             seed: map.get("seed")?.parse().ok()?,
             sim_ms: map.get("sim_ms")?.parse().ok()?,
@@ -101,6 +122,7 @@ impl RunSummary {
             operations: map.get("operations")?.parse().ok()?,
             classes,
             first: first.to_string(),
+            fired,
         })
     }
 }
@@ -122,6 +144,7 @@ pub fn run_child(exe: &Path, child_args: &[String], seed: u64) -> RunSummary {
         operations: 0,
         classes: vec![ViolationClass::Panic.name().to_string()],
         first: why,
+        fired: vec![],
     };
     match output {
         Err(e) => failed(format!("could not start {}: {e}", exe.display())),
@@ -166,6 +189,19 @@ impl SweepReport {
         by_class
     }
 
+    /// Per BUGGIFY fault point: in how many seeds it fired, and how often in all.
+    pub fn fired_by_point(&self) -> BTreeMap<String, (usize, u64)> {
+        let mut by_point = BTreeMap::new();
+        for result in &self.results {
+            for (name, count) in &result.fired {
+                let entry = by_point.entry(name.clone()).or_insert((0, 0));
+                entry.0 += 1;
+                entry.1 += count;
+            }
+        }
+        by_point
+    }
+
     pub fn simulated_seconds(&self) -> f64 {
         self.results.iter().map(|r| r.sim_ms as f64).sum::<f64>() / 1000.0
     }
@@ -188,6 +224,14 @@ impl SweepReport {
             self.simulated_seconds() / wall,
             self.simulated_seconds()
         ));
+        let fired = self.fired_by_point();
+        if !fired.is_empty() {
+            out.push_str("fault points fired:");
+            for (name, (seeds, times)) in &fired {
+                out.push_str(&format!(" {name} ({seeds} seeds, {times}x)"));
+            }
+            out.push('\n');
+        }
         let by_class = self.failures_by_class();
         if !by_class.is_empty() {
             out.push_str("failures by class:\n");
@@ -287,6 +331,7 @@ mod tests {
             operations: 99,
             classes: vec!["lost-write".into(), "liveness".into()],
             first: "lost-write: p1#3 acknowledged at partition 0 offset 3".into(),
+            fired: vec![("short-read".into(), 12), ("slow-fsync".into(), 1)],
         };
         let line = summary.to_line();
         assert!(line.contains("status=fail"));
@@ -294,6 +339,7 @@ mod tests {
         let ok = RunSummary {
             classes: vec![],
             first: String::new(),
+            fired: vec![],
             ..summary
         };
         assert_eq!(RunSummary::parse_line(&ok.to_line()), Some(ok));

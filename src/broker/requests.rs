@@ -585,10 +585,12 @@ impl Broker {
                         any_error = true;
                     }
                 } else if fetch_offset < high_watermark && (limit > 0 || total == 0) {
-                    match partition
-                        .log
-                        .read(fetch_offset, limit.max(1), high_watermark)
-                    {
+                    // Simulation build only: the injected bug may read past the watermark.
+                    let read_limit = crate::buggify::injected_read_limit(
+                        high_watermark,
+                        partition.log.log_end_offset(),
+                    );
+                    match partition.log.read(fetch_offset, limit.max(1), read_limit) {
                         Ok(records) => {
                             total += records.len();
                             remaining = remaining.saturating_sub(records.len());

@@ -293,7 +293,7 @@ impl Connection {
             version,
             api_key: R::KEY,
             shared: self.shared.clone(),
-            timeout: self.request_timeout,
+            timeout: crate::buggify::request_timeout(self.request_timeout),
             _response: std::marker::PhantomData,
         })
     }

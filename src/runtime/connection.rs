@@ -72,6 +72,7 @@ pub(crate) async fn spawn(
     let (read_half, write_half) = stream.into_split();
     #[cfg(madsim)]
     let (read_half, write_half) = tokio::io::split(stream);
+    let read_half = crate::buggify::short_reads(read_half);
     tokio::spawn(writer(
         connection,
         write_half,
@@ -132,6 +133,9 @@ async fn reader<R: AsyncRead + Unpin>(
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut sequence = 0u64;
     loop {
+        if crate::buggify::spurious_close() {
+            return;
+        }
         if !fill(&mut stream, &mut buffer, 4, &mut close).await {
             return;
         }

@@ -191,6 +191,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        crate::buggify::delayed_accept().await;
         next_connection += 1;
         let connection = next_connection;
         tracing::debug!(connection, %peer, "accepted");
@@ -248,6 +249,7 @@ impl DiskThread {
         {
             let done = self.done.clone();
             tokio::spawn(async move {
+                crate::buggify::slow_fsync().await;
                 let up_to_offset = job.up_to_offset;
                 let result = job.run().map_err(|err| err.to_string());
                 let _ = done.send(Event::SyncDone {

@@ -85,7 +85,8 @@ pub(crate) async fn run(seed: u64, options: &RunOptions, plan: &NemesisPlan, sha
     let disk = SimDisk::new(rng.next_u64());
     let storage: Arc<dyn Storage> = match options.inject_bug {
         Some(InjectedBug::LyingFsync) => Arc::new(LyingStorage(disk.clone())),
-        None => Arc::new(disk.clone()),
+        // A broker bug: the log workload has no broker, so it runs as usual.
+        Some(InjectedBug::ServeAboveHighWatermark) | None => Arc::new(disk.clone()),
     };
     let log = PartitionLog::open(storage.clone(), LOG_DIR, config.clone(), shared.karst_now())
         .expect("opening an empty log on an empty disk");
@@ -376,6 +377,7 @@ async fn consume_loop(system: Arc<System>, shared: Shared, consumer: u32, mut rn
                             value: *value,
                             invoke_ms: now,
                             complete_ms: now,
+                            high_watermark: Some(high_watermark),
                         });
                     }
                 });

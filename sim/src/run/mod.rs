@@ -9,13 +9,14 @@
 //! trace is a function of the seed, the options and the commit.
 
 mod disk;
+mod group_workload;
 mod log_workload;
 mod node_workload;
 
 use crate::checker::{check_all, Violation, ViolationClass};
 use crate::history::{FlushGuarantee, History, SimMillis};
 use crate::nemesis::{self, Action, NemesisPlan};
-use crate::options::{FlushChoice, RunOptions, Workload};
+use crate::options::{BuggifyChoice, FlushChoice, InjectedBug, RunOptions, Workload};
 use crate::rng::SimRng;
 use crate::sweep::RunSummary;
 use crate::trace::Trace;
@@ -49,6 +50,8 @@ pub(crate) struct World {
     /// Simulated time at which the run finished (set inside the simulation: outside it the
     /// clock is the real one).
     pub end_ms: SimMillis,
+    /// BUGGIFY fault points that fired, with how often.
+    pub fired: std::collections::BTreeMap<&'static str, u64>,
     start: madsim::time::Instant,
 }
 
@@ -63,6 +66,7 @@ impl Shared {
             history,
             operations: 0,
             end_ms: 0,
+            fired: std::collections::BTreeMap::new(),
             start: madsim::time::Instant::now(),
         })))
     }
@@ -175,12 +179,38 @@ pub fn run_seed(seed: u64, options: &RunOptions, keep_trace: bool) -> RunOutcome
                 *slot.lock().unwrap() = Some(shared.clone());
                 shared.event(format!("seed {seed} {options} flush={flush:?}"));
                 shared.event(&plan.swarm);
+                // BUGGIFY: the points this seed enables, each firing traced and counted.
+                let points =
+                    crate::buggify::enabled_points(seed, options.buggify == BuggifyChoice::On);
+                shared.event(crate::buggify::describe(&points));
+                let observer_shared = shared.clone();
+                karst::buggify::enable(
+                    seed,
+                    &points,
+                    Some(Arc::new(move |point: karst::buggify::FaultPoint| {
+                        let now = observer_shared.now_ms();
+                        observer_shared.with(|w| {
+                            *w.fired.entry(point.name()).or_insert(0) += 1;
+                            w.trace
+                                .event(now, format!("buggify: {} fired", point.name()));
+                        });
+                    })),
+                );
+                karst::buggify::inject_bug(match options.inject_bug {
+                    Some(InjectedBug::ServeAboveHighWatermark) => {
+                        Some(karst::buggify::InjectedBug::ServeAboveHighWatermark)
+                    }
+                    _ => None,
+                });
                 match options.workload {
                     Workload::Log => log_workload::run(seed, &options, &plan, &shared).await,
-                    Workload::Node => node_workload::run(seed, &options, &plan, &shared).await,
+                    Workload::Node | Workload::Groups => {
+                        node_workload::run(seed, &options, &plan, &shared).await
+                    }
                 }
                 let end_ms = shared.now_ms();
                 shared.with(|w| w.end_ms = end_ms);
+                karst::buggify::disable();
             })
         }))
     };
@@ -197,7 +227,9 @@ pub fn run_seed(seed: u64, options: &RunOptions, keep_trace: bool) -> RunOutcome
         .unwrap()
         .take()
         .expect("the run recorded nothing");
-    let (mut trace, history, operations, end_ms) = shared.with(|w| {
+    // A panicking run never reached the disable above; the observer holds the world.
+    karst::buggify::disable();
+    let (mut trace, history, operations, end_ms, fired) = shared.with(|w| {
         // After a panic the end was never recorded: use the last traced instant instead.
         let end_ms = w.end_ms.max(w.trace.last_ms());
         (
@@ -205,6 +237,10 @@ pub fn run_seed(seed: u64, options: &RunOptions, keep_trace: bool) -> RunOutcome
             w.history.clone(),
             w.operations,
             end_ms,
+            w.fired
+                .iter()
+                .map(|(name, count)| (name.to_string(), *count))
+                .collect(),
         )
     });
     let mut violations = Vec::new();
@@ -233,6 +269,7 @@ pub fn run_seed(seed: u64, options: &RunOptions, keep_trace: bool) -> RunOutcome
             .first()
             .map(|v| v.to_string())
             .unwrap_or_default(),
+        fired,
     };
     RunOutcome {
         summary,

@@ -10,17 +10,24 @@
 //! may still have been written); one refused before it was queued is Failed.
 
 use super::disk::{self, LyingStorage};
+use super::group_workload::{self, GroupsStop, GROUPS};
 use super::{run_nemesis, sleep_ms, FaultTarget, Shared, HEALED_TRAFFIC_MS};
 use crate::history::{
     DataFaultEvent, FinalRead, FlushGuarantee, Outcome, PartitionRecords, ProduceOp, ReadOp,
     SimMillis, Value,
 };
 use crate::nemesis::{Action, NemesisPlan};
-use crate::options::{InjectedBug, RunOptions};
+use crate::options::{InjectedBug, RunOptions, Workload};
 use crate::rng::SimRng;
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use karst::client::consumer::FETCH_VERSION_CAP;
+use karst::client::records::decode_batches;
 use karst::client::{
-    Acks, Admin, ClientConfig, ClientError, Consumer, ConsumerConfig, NewTopic, OffsetReset,
-    Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    Acks, Admin, ClientConfig, ClientError, Cluster as ClientCluster, Consumer, ConsumerConfig,
+    NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use karst::config::{FlushPolicyName, NodeConfig};
 use karst::storage::{SimDisk, Storage};
@@ -32,6 +39,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const TOPIC: &str = "sim";
+/// Partitions of `__consumer_offsets` (Kafka's default 50 costs simulation time for nothing).
+const OFFSETS_TOPIC_PARTITIONS: i32 = 3;
+/// Kafka's OFFSET_OUT_OF_RANGE error code.
+const OFFSET_OUT_OF_RANGE: i16 = 1;
 const PARTITIONS: i32 = 3;
 const PORT: u16 = 9092;
 /// Records an idempotent producer keeps in flight (Kafka allows up to 5 with idempotence).
@@ -169,7 +180,8 @@ pub(crate) async fn run(seed: u64, options: &RunOptions, plan: &NemesisPlan, sha
         let disk = SimDisk::new(rng.next_u64());
         let storage: Arc<dyn Storage> = match options.inject_bug {
             Some(InjectedBug::LyingFsync) => Arc::new(LyingStorage(disk.clone())),
-            None => Arc::new(disk.clone()),
+            // Injected in the broker itself (karst::buggify), not in the storage.
+            Some(InjectedBug::ServeAboveHighWatermark) | None => Arc::new(disk.clone()),
         };
         let config = NodeConfig {
             node_id: index as i32 + 1,
@@ -181,6 +193,10 @@ pub(crate) async fn run(seed: u64, options: &RunOptions, plan: &NemesisPlan, sha
                 FlushGuarantee::PageCache => FlushPolicyName::PageCache,
             },
             karst_seed: Some(seed ^ (index as u64 + 1)),
+            // Groups: rebalance at once and allow the short sessions the members use.
+            group_initial_rebalance_delay_ms: 0,
+            group_min_session_timeout_ms: 500,
+            offsets_topic_num_partitions: OFFSETS_TOPIC_PARTITIONS,
             ..NodeConfig::default()
         };
         let node_shared = shared.clone();
@@ -235,6 +251,8 @@ pub(crate) async fn run(seed: u64, options: &RunOptions, plan: &NemesisPlan, sha
     });
     let mut tasks = Vec::new();
     let (producers, consumers) = options.load.clients();
+    let groups = options.workload == Workload::Groups;
+    let consumers = if groups { 0 } else { consumers };
     for producer in 0..producers {
         tasks.push(client_node.spawn(produce_loop(
             client_config.clone(),
@@ -254,12 +272,58 @@ pub(crate) async fn run(seed: u64, options: &RunOptions, plan: &NemesisPlan, sha
             consumer,
         )));
     }
+    // One more reader that sends its own Fetch requests, to record each response's high
+    // watermark with the records it carried.
+    if !groups {
+        tasks.push(client_node.spawn(fetch_loop(
+            client_config.clone(),
+            traffic.clone(),
+            shared.clone(),
+            consumers,
+        )));
+    }
+    let groups_stop = Arc::new(GroupsStop {
+        stop: AtomicBool::new(false),
+    });
+    let mut members = Vec::new();
+    if groups {
+        let mut member = 0;
+        for (group, size) in GROUPS {
+            shared.with(|w| w.history.group.groups.push(group.to_string()));
+            for _ in 0..size {
+                members.push(client_node.spawn(group_workload::member_loop(
+                    client_config.clone(),
+                    TOPIC,
+                    group,
+                    member,
+                    groups_stop.clone(),
+                    shared.clone(),
+                )));
+                member += 1;
+            }
+        }
+    }
 
     run_nemesis(plan, shared, &cluster).await;
     sleep_ms(HEALED_TRAFFIC_MS).await;
     traffic.stop.store(true, Ordering::SeqCst);
     for task in tasks {
         let _ = task.await;
+    }
+    if groups {
+        // The groups drain: until each consumed every acknowledged record, or half the
+        // liveness bound (the final read needs the rest).
+        let deadline = shared.with(|w| w.history.heal_ms + w.history.liveness_bound_ms / 2);
+        while shared.now_ms() < deadline && !group_workload::drained(shared) {
+            sleep_ms(250).await;
+        }
+        let drained_ms = shared.now_ms();
+        shared.with(|w| w.history.group.drained_ms = Some(drained_ms));
+        shared.event("groups: drain ended");
+        groups_stop.stop.store(true, Ordering::SeqCst);
+        for member in members {
+            let _ = member.await;
+        }
     }
     let final_read = client_node
         .spawn(final_read(client_config, shared.clone()))
@@ -482,6 +546,7 @@ async fn consume_loop(client: ClientConfig, traffic: Arc<Traffic>, shared: Share
                             value,
                             invoke_ms,
                             complete_ms,
+                            high_watermark: None,
                         });
                     }
                 });
@@ -491,6 +556,172 @@ async fn consume_loop(client: ClientConfig, traffic: Arc<Traffic>, shared: Share
                 sleep_ms(100).await;
             }
         }
+    }
+}
+
+/// A reader that sends Fetch requests itself (Karst's consumer does not expose the high
+/// watermark a response reported) and records every record with the high watermark of the
+/// response that carried it, for the `above-high-watermark` checker. It starts every
+/// partition at offset 0 and moves to a new session (from 0) on OFFSET_OUT_OF_RANGE.
+async fn fetch_loop(client: ClientConfig, traffic: Arc<Traffic>, shared: Shared, id: u32) {
+    let name = format!("fetcher-{id}");
+    let config = ClientConfig {
+        client_id: name.clone(),
+        allow_auto_topic_creation: false,
+        ..client
+    };
+    let mut positions: Vec<(i64, u32)> = vec![(0, 0); PARTITIONS as usize];
+    let mut cluster = None;
+    while !traffic.stop.load(Ordering::SeqCst) {
+        let Some(active) = cluster.as_ref() else {
+            match ClientCluster::connect(config.clone()).await {
+                Ok(c) => cluster = Some(c),
+                Err(e) => {
+                    shared.event(format!("{name}: cannot connect: {e}"));
+                    sleep_ms(200).await;
+                }
+            }
+            continue;
+        };
+        match fetch_once(active, &positions, &shared).await {
+            Ok(response) => {
+                let complete_ms = shared.now_ms();
+                record_fetch(&shared, id, &response, &mut positions, complete_ms);
+            }
+            Err(e) => {
+                shared.event(format!("{name}: fetch failed: {e}"));
+                let _ = active.refresh_metadata(&[TOPIC.to_string()]).await;
+                sleep_ms(100).await;
+            }
+        }
+    }
+}
+
+/// What one Fetch returned, with when it was sent.
+struct Fetched {
+    invoke_ms: SimMillis,
+    /// Per partition: (error code, high watermark, records).
+    partitions: Vec<(i32, i16, i64, Option<Bytes>)>,
+}
+
+async fn fetch_once(
+    cluster: &ClientCluster,
+    positions: &[(i64, u32)],
+    shared: &Shared,
+) -> Result<Fetched, ClientError> {
+    if cluster.topic(TOPIC).is_none() {
+        cluster.refresh_metadata(&[TOPIC.to_string()]).await?;
+    }
+    let tp = TopicPartition::new(TOPIC, 0);
+    let (leader, _) = cluster
+        .leader_for(&tp)
+        .ok_or_else(|| ClientError::InvalidArgument(format!("no leader for {tp}")))?;
+    let partitions = positions
+        .iter()
+        .enumerate()
+        .map(|(p, (offset, _))| {
+            FetchPartition::default()
+                .with_partition(p as i32)
+                .with_current_leader_epoch(-1)
+                .with_fetch_offset(*offset)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(16 * 1024)
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(64 * 1024)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(partitions)]);
+    let invoke_ms = shared.now_ms();
+    let connection = cluster.connection(leader).await?;
+    let response = connection.send(&request, FETCH_VERSION_CAP).await?;
+    let mut out = Vec::new();
+    for topic in response.responses {
+        for p in topic.partitions {
+            out.push((p.partition_index, p.error_code, p.high_watermark, p.records));
+        }
+    }
+    Ok(Fetched {
+        invoke_ms,
+        partitions: out,
+    })
+}
+
+/// Records what a fetch returned and moves the positions on.
+fn record_fetch(
+    shared: &Shared,
+    id: u32,
+    fetched: &Fetched,
+    positions: &mut [(i64, u32)],
+    complete_ms: SimMillis,
+) {
+    let mut decoded = Vec::new();
+    for (partition, error_code, high_watermark, records) in &fetched.partitions {
+        let Some((position, session)) = positions.get_mut(*partition as usize) else {
+            continue;
+        };
+        if *error_code == OFFSET_OUT_OF_RANGE {
+            *session += 1;
+            shared.event(format!(
+                "fetcher-{id}: partition {partition} offset {position} out of range: session {session} from 0"
+            ));
+            *position = 0;
+            continue;
+        }
+        if *error_code != 0 {
+            continue;
+        }
+        let Some(records) = records.clone() else {
+            continue;
+        };
+        decoded.clear();
+        let next = match decode_batches(records, *position, &mut decoded) {
+            Ok(summary) => summary.next_offset,
+            Err(e) => {
+                // Corrupted storage: step past the batch, as the final read does.
+                shared.event(format!(
+                    "fetcher-{id}: partition {partition} offset {position}: corrupt batch ({e}): skipping one offset"
+                ));
+                Some(*position + 1)
+            }
+        };
+        shared.with(|w| {
+            w.operations += 1;
+            for record in &decoded {
+                let value = record.value.as_deref().and_then(Value::decode);
+                w.trace.event(
+                    complete_ms,
+                    format!(
+                        "read f{id}/{session} partition {partition} offset {} {} (high watermark {high_watermark})",
+                        record.offset,
+                        value.map_or("garbage".to_string(), |v| v.to_string())
+                    ),
+                );
+                w.history.reads.push(ReadOp {
+                    consumer: id,
+                    session: *session,
+                    partition: *partition,
+                    offset: record.offset,
+                    value,
+                    invoke_ms: fetched.invoke_ms,
+                    complete_ms,
+                    high_watermark: Some(*high_watermark),
+                });
+            }
+        });
+        let after_records = decoded.last().map(|r| r.offset + 1);
+        *position = [Some(*position), next, after_records]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(*position);
     }
 }
 
