@@ -950,7 +950,11 @@ fn consumer_offsets_is_compacted_and_never_deleted_by_retention() {
         assert_eq!((config.retention_ms, config.retention_bytes), (-1, -1));
     }
     assert_eq!(
-        topic.config.overrides.get("cleanup.policy").map(String::as_str),
+        topic
+            .config
+            .overrides
+            .get("cleanup.policy")
+            .map(String::as_str),
         Some("compact")
     );
 }

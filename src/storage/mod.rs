@@ -36,15 +36,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Removes `dir` and everything in it.
     fn remove_dir_all(&self, dir: &str) -> io::Result<()>;
     /// Renames the file `from` to `to` atomically, replacing `to` if it exists (POSIX
-    /// rename). The log cleaner swaps cleaned segments in with it. Backends without an atomic
-    /// rename return `Unsupported` (the default), and compaction then reports the error.
-    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        let _ = (from, to);
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "this storage has no atomic rename",
-        ))
-    }
+    /// rename). The log cleaner swaps cleaned segments in with it. Required, not defaulted:
+    /// a backend that forgot it would leave every compacted topic silently uncleaned.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Makes the entries of `dir` (files created or removed in it) durable. May block on the
     /// device: call it only from a sync job or at open/close.
     fn sync_dir(&self, dir: &str) -> io::Result<()>;

@@ -79,6 +79,9 @@ impl Storage for LyingStorage {
     fn remove_dir_all(&self, dir: &str) -> io::Result<()> {
         self.0.remove_dir_all(dir)
     }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.0.rename(from, to)
+    }
     fn sync_dir(&self, _dir: &str) -> io::Result<()> {
         Ok(())
     }
