@@ -382,6 +382,39 @@ async fn group_resume(target: &mut Target) {
         c.subscribe(vec!["resume".to_string()]).await.unwrap();
         consumers.push(c);
     }
+    if !target.commits_during_rebalance() {
+        // The mock refuses commits while a rebalance is pending (see
+        // `Target::commits_during_rebalance`), so no client can hand a partition over there
+        // without re-reads: let both members settle in one generation before reading. Each
+        // mock rebalance round waits up to session.timeout.ms - 1 s, and an aborted SyncGroup
+        // costs another round, hence the longer bound.
+        let deadline = tokio::time::Instant::now() + 2 * SETTLE_TIMEOUT;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the restarted group settles with both members: {:?}",
+                consumers
+                    .iter()
+                    .map(|c| (c.generation_id(), c.assignment()))
+                    .collect::<Vec<_>>()
+            );
+            for c in consumers.iter_mut() {
+                c.await_assignment(Duration::from_millis(100))
+                    .await
+                    .unwrap();
+            }
+            let generations: BTreeSet<Option<i32>> =
+                consumers.iter().map(|c| c.generation_id()).collect();
+            let held: usize = consumers.iter().map(|c| c.assignment().len()).sum();
+            if generations.len() == 1
+                && !generations.contains(&None)
+                && held == 6
+                && consumers.iter().all(|c| !c.assignment().is_empty())
+            {
+                break;
+            }
+        }
+    }
     let mut again = Vec::new();
     let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
     while read.len() + again.len() < 360 {

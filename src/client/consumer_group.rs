@@ -5,7 +5,8 @@
 //! - [`Consumer::subscribe`] needs `group.id`; it starts the membership task and drops any
 //!   manual assignment. Each `poll` first takes over the assignment of the newest generation
 //!   (positions from OffsetFetch, else `auto.offset.reset`); while the member is (re)joining it
-//!   holds no partitions and returns no records.
+//!   holds no partitions and returns no records. [`Consumer::await_assignment`] does the same
+//!   take-over without fetching, to watch a group settle before reading.
 //! - A record is handed out only under the group lock and only while the member still holds
 //!   the assignment of [`Consumer::generation_id`]; the task takes that lock before it
 //!   rejoins, so every record a poll returned belongs to the generation `generation_id()`
@@ -165,6 +166,17 @@ impl Consumer {
                 _ = tokio::time::sleep_until(deadline) => return Ok(false),
             }
         }
+    }
+
+    /// Takes over the group's newest assignment without fetching or handing out anything,
+    /// waiting at most `timeout` while the member (re)joins; true if it holds one. Lets a
+    /// caller see the group settle (same [`Consumer::generation_id`] on every member) before
+    /// it reads. Without a subscription: false.
+    pub async fn await_assignment(&mut self, timeout: Duration) -> Result<bool> {
+        if self.membership.is_none() {
+            return Ok(false);
+        }
+        self.follow_group(Instant::now() + timeout).await
     }
 
     /// Records `records` as handed out; false (nothing recorded) if the group has moved on

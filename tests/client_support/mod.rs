@@ -327,6 +327,15 @@ impl Target {
         MockCluster::start(3).map(Target::Mock)
     }
 
+    /// Whether the coordinator accepts an OffsetCommit of the current generation while a
+    /// rebalance is pending, as Kafka does (the commit a member makes before it rejoins). The
+    /// librdkafka mock does not: in its Joining state it answers every OffsetCommit with
+    /// REBALANCE_IN_PROGRESS (rd_kafka_mock_cgrp_check_state), so a member's pre-rejoin commit
+    /// is lost there and the partition's next owner re-reads from the previous commit.
+    pub fn commits_during_rebalance(&self) -> bool {
+        matches!(self, Target::Karst(_))
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Target::Karst(_) => "karst",
