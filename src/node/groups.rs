@@ -244,7 +244,7 @@ impl Node {
                 self.carry_out(now, effect, effects);
             }
             if inputs.is_empty() && fed < MAX_COORDINATOR_INPUTS_PER_STEP {
-                self.ready_completions(&mut inputs);
+                self.ready_completions(now, &mut inputs);
             }
         }
     }
@@ -252,24 +252,52 @@ impl Node {
     /// Delivers every persist completion that is ready.
     pub(super) fn complete_persists(&mut self, now: Millis, effects: &mut Vec<Effect>) {
         let mut ready = VecDeque::new();
-        self.ready_completions(&mut ready);
+        self.ready_completions(now, &mut ready);
         for input in ready {
             self.drive_coordinator(now, input, effects);
         }
     }
 
-    /// Moves the persists whose outcome is known, in order per partition, into `ready`.
-    fn ready_completions(&mut self, ready: &mut VecDeque<coordinator::Input>) {
+    /// The earliest deadline of a persist still waiting on a high watermark. Within a
+    /// partition deadlines never decrease (appended in order, each `now` plus one timeout), so
+    /// the oldest wait of each partition holds its earliest.
+    pub(super) fn persist_deadline(&self) -> Option<Millis> {
+        self.persists
+            .values()
+            .filter_map(|waits| match waits.front() {
+                Some(PersistWait::HighWatermark { deadline, .. }) => Some(*deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Moves the persists whose outcome is known at `now`, in order per partition, into
+    /// `ready`: a wait past its deadline fails in its turn (never before an older wait of its
+    /// partition), as Unavailable, so the client retries.
+    fn ready_completions(&mut self, now: Millis, ready: &mut VecDeque<coordinator::Input>) {
         for (&partition, waits) in self.persists.iter_mut() {
             let high_watermark = self.broker.internal_high_watermark(partition);
             while let Some(&wait) = waits.front() {
                 let (token, result) = match (wait, high_watermark) {
                     (PersistWait::Decided(token, result), _) => (token, result),
-                    (PersistWait::HighWatermark(token, needed), Ok(hw)) if needed <= hw => {
+                    (PersistWait::HighWatermark { token, needed, .. }, Ok(hw)) if needed <= hw => {
                         (token, Ok(()))
                     }
-                    (PersistWait::HighWatermark(..), Ok(_)) => break,
-                    (PersistWait::HighWatermark(token, _), Err(err)) => {
+                    (
+                        PersistWait::HighWatermark {
+                            token, deadline, ..
+                        },
+                        Ok(_),
+                    ) if deadline <= now => {
+                        tracing::warn!(
+                            partition,
+                            "a __consumer_offsets write was not durable within \
+                             offsets.commit.timeout.ms; failing it as retriable"
+                        );
+                        (token, Err(PersistError::Unavailable))
+                    }
+                    (PersistWait::HighWatermark { .. }, Ok(_)) => break,
+                    (PersistWait::HighWatermark { token, .. }, Err(err)) => {
                         (token, Err(persist_error(err)))
                     }
                 };
@@ -332,7 +360,11 @@ impl Node {
             }
         };
         match self.broker.append_internal(now, partition, batch, effects) {
-            Ok(needed) => PersistWait::HighWatermark(token, needed),
+            Ok(needed) => PersistWait::HighWatermark {
+                token,
+                needed,
+                deadline: now.saturating_add(self.broker.config.offsets_commit_timeout_ms),
+            },
             Err(err) => PersistWait::Decided(token, Err(persist_error(err))),
         }
     }

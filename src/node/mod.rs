@@ -42,8 +42,15 @@ struct InFlight {
 /// One `Effect::Persist` of the coordinator, appended and waiting to be reported.
 #[derive(Debug, Clone, Copy)]
 enum PersistWait {
-    /// Done once the partition's high watermark reaches this offset (last offset + 1).
-    HighWatermark(PersistToken, i64),
+    /// Done once the partition's high watermark reaches this offset (last offset + 1); failed
+    /// as Unavailable if it has not by the deadline (`offsets.commit.timeout.ms` after the
+    /// append), so a hung fsync cannot hold the answer, and every later answer on its
+    /// connection, forever.
+    HighWatermark {
+        token: PersistToken,
+        needed: i64,
+        deadline: Millis,
+    },
     /// Already decided (append refused, or nothing to write); reported in its turn.
     Decided(PersistToken, Result<(), coordinator::PersistError>),
 }
@@ -171,6 +178,7 @@ impl Node {
         [
             self.broker.next_deadline(),
             self.coordinator.next_deadline(),
+            self.persist_deadline(),
         ]
         .into_iter()
         .flatten()

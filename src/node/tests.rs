@@ -397,3 +397,39 @@ fn a_reopened_node_loads_commits_and_keeps_the_partition_count() {
     );
     assert_eq!(reopened.fetched_offset(), 31);
 }
+
+/// offsets.commit.timeout.ms bounds a persist (Kafka's rule: an offset commit not replicated
+/// in time fails with a retriable error): under the durable policy, a commit whose fsync never
+/// completes is answered exactly once, at the deadline the node reports, with
+/// COORDINATOR_NOT_AVAILABLE, and the offset is not visible.
+#[test]
+fn a_commit_whose_fsync_hangs_fails_retriably_at_offsets_commit_timeout() {
+    let mut harness = Harness::new(&[
+        ("log.flush.policy", "durable"),
+        ("offsets.commit.timeout.ms", "5000"),
+    ]);
+    harness.find_coordinator();
+    let (commit_id, effects) = harness.commit(42);
+    let _hung_sync = only_sync(effects);
+    let deadline = harness.node.next_deadline().expect("a persist deadline");
+    assert!(deadline <= NOW + 5_000, "{deadline}");
+    let mut answers = Vec::new();
+    // Step timers through the bound and well past it: one answer only.
+    for now in [NOW + 1, deadline - 1, deadline, deadline + 1, NOW + 60_000] {
+        let effects = harness.step(now, Input::Timer);
+        answers.extend(
+            effects
+                .into_iter()
+                .filter(|effect| matches!(effect, Effect::Respond { .. })),
+        );
+        if now < deadline {
+            assert!(answers.is_empty(), "answered before the deadline");
+        }
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(commit_code(&answers[0]), (commit_id, 15));
+    assert_eq!(
+        harness.node.coordinator().committed_offset("g", "t", 0),
+        None
+    );
+}
