@@ -234,7 +234,19 @@ impl Node {
         input: coordinator::Input,
         effects: &mut Vec<Effect>,
     ) {
-        let mut inputs = VecDeque::from([input]);
+        self.drive_coordinator_with(now, VecDeque::from([input]), effects);
+    }
+
+    /// As [`Node::drive_coordinator`], starting from a queue of inputs. Completions are only
+    /// ever taken from `ready_completions` when the queue is empty, so every completion of a
+    /// partition already in `inputs` is fed before any newer one of that partition: the
+    /// coordinator sees each partition's completions in emission order.
+    fn drive_coordinator_with(
+        &mut self,
+        now: Millis,
+        mut inputs: VecDeque<coordinator::Input>,
+        effects: &mut Vec<Effect>,
+    ) {
         let mut out = Vec::new();
         let mut fed = 0;
         while let Some(input) = inputs.pop_front() {
@@ -253,8 +265,10 @@ impl Node {
     pub(super) fn complete_persists(&mut self, now: Millis, effects: &mut Vec<Effect>) {
         let mut ready = VecDeque::new();
         self.ready_completions(now, &mut ready);
-        for input in ready {
-            self.drive_coordinator(now, input, effects);
+        // One queue for all of them: driving each on its own would let a completion decided
+        // while the first is driven (a newer one of the same partition) overtake the rest.
+        if !ready.is_empty() {
+            self.drive_coordinator_with(now, ready, effects);
         }
     }
 
