@@ -23,6 +23,7 @@ use crate::Millis;
 
 /// FindCoordinator key types (KIP-98).
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 /// Bytes read per round when loading `__consumer_offsets`.
 const LOAD_CHUNK_BYTES: usize = 1 << 20;
 /// Coordinator inputs one node step may feed (a request or timer plus the persist completions
@@ -191,11 +192,15 @@ impl Node {
 
     /// Whether this node coordinates `key`: NONE, or the error code and message to give.
     fn coordinator_for(&mut self, now: Millis, key_type: i8, key: &str) -> (i16, &'static str) {
-        if key_type != KEY_TYPE_GROUP {
+        if key_type == KEY_TYPE_TRANSACTION {
             return (
                 error::COORDINATOR_NOT_AVAILABLE,
                 "Karst does not run a transaction coordinator yet",
             );
+        }
+        if key_type != KEY_TYPE_GROUP {
+            // Not retriable: a client asking again would loop forever (Kafka answers the same).
+            return (error::INVALID_REQUEST, "unknown coordinator key type");
         }
         if self.broker.consumer_offsets_partitions().is_none() {
             let partitions = self.coordinator.config().offsets_topic_num_partitions;

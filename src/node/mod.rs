@@ -5,7 +5,8 @@
 //! Routing (see docs/coordinator.md):
 //! - FindCoordinator is answered here: key type 0 (group) creates `__consumer_offsets` on
 //!   first need (as Kafka does), loads it into the coordinator and names this node; key type
-//!   1 (transaction) is COORDINATOR_NOT_AVAILABLE (no transaction coordinator yet).
+//!   1 (transaction) is COORDINATOR_NOT_AVAILABLE (no transaction coordinator yet), any
+//!   other key type INVALID_REQUEST (as Kafka; a retriable code would make clients loop).
 //! - JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, DescribeGroups,
 //!   ListGroups, DeleteGroups and OffsetDelete go to the coordinator; its responses become the
 //!   broker's `Effect::Respond` for the request's `RequestId`, so the runtime writes them in

@@ -433,3 +433,29 @@ fn a_commit_whose_fsync_hangs_fails_retriably_at_offsets_commit_timeout() {
         None
     );
 }
+
+/// FindCoordinator with a key type that is neither 0 (group) nor 1 (transaction, KIP-98) is
+/// INVALID_REQUEST (42), as Kafka answers: a retriable code would make the client ask forever.
+/// Key type 1 stays COORDINATOR_NOT_AVAILABLE (15).
+#[test]
+fn find_coordinator_with_an_unknown_key_type_is_an_invalid_request() {
+    let mut harness = Harness::new(&[]);
+    for (key_type, expected) in [(2i8, 42i16), (-1, 42), (1, 15), (0, 0)] {
+        let request = FindCoordinatorRequest::default()
+            .with_key(text("g"))
+            .with_key_type(key_type);
+        let (_, effects) = harness.request(
+            NOW,
+            ApiKey::FindCoordinator,
+            2,
+            RequestKind::FindCoordinator(request),
+        );
+        let [Effect::Respond { response, .. }] = effects.as_slice() else {
+            panic!("{effects:?}")
+        };
+        let ResponseKind::FindCoordinator(response) = &**response else {
+            panic!()
+        };
+        assert_eq!(response.error_code, expected, "key type {key_type}");
+    }
+}
