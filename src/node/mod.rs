@@ -62,8 +62,9 @@ pub struct Node {
     coordinator: GroupCoordinator,
     /// Peer host of each open connection, as Kafka reports it ("/127.0.0.1").
     client_hosts: BTreeMap<ConnectionId, String>,
-    /// Coordinator requests not yet answered. Bounded by the runtime's in-flight limit per
-    /// connection times the open connections.
+    /// Coordinator requests not yet answered. Per connection the runtime bounds it by
+    /// MAX_IN_FLIGHT_PER_CONNECTION; the number of connections is not bounded yet (no
+    /// connection limit exists), so neither is this map in total.
     in_flight: BTreeMap<RequestToken, InFlight>,
     /// Appended persists per `__consumer_offsets` partition, oldest first.
     persists: BTreeMap<i32, VecDeque<PersistWait>>,
