@@ -331,7 +331,13 @@ impl NodeConfig {
             }
             "karst.seed" => self.karst_seed = Some(parse(key, value)?),
             "offsets.topic.num.partitions" => {
-                self.offsets_topic_num_partitions = parse_at_least(key, value, 1)?
+                let partitions: i32 = parse_at_least(key, value, 1)?;
+                // A topic cannot have more (the broker's MAX_PARTITIONS_PER_TOPIC): refuse
+                // rather than clamp, since groups hash to partitions by this count.
+                if partitions > 10_000 {
+                    return Err(invalid(key, value, "must be at most 10000".to_string()));
+                }
+                self.offsets_topic_num_partitions = partitions
             }
             "group.initial.rebalance.delay.ms" => {
                 self.group_initial_rebalance_delay_ms = parse_at_least(key, value, 0)?

@@ -205,9 +205,22 @@ impl Node {
         if self.broker.consumer_offsets_partitions().is_none() {
             let partitions = self.coordinator.config().offsets_topic_num_partitions;
             match self.broker.ensure_consumer_offsets(partitions, now) {
-                Ok(_) => {
+                Ok(created) if created != partitions => {
+                    // The coordinator hashes groups by `partitions`; a topic of another size
+                    // (config parsing refuses counts the broker would clamp) would misplace them.
+                    tracing::error!(
+                        created,
+                        partitions,
+                        "__consumer_offsets has a partition count the coordinator does not use"
+                    );
+                    return (
+                        error::COORDINATOR_NOT_AVAILABLE,
+                        "the offsets topic has an unexpected partition count",
+                    );
+                }
+                Ok(created) => {
                     // A new topic holds nothing: every partition loads at once.
-                    for partition in 0..partitions {
+                    for partition in 0..created {
                         self.coordinator.load(now, partition, &[]);
                     }
                 }

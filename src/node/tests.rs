@@ -459,3 +459,20 @@ fn find_coordinator_with_an_unknown_key_type_is_an_invalid_request() {
         assert_eq!(response.error_code, expected, "key type {key_type}");
     }
 }
+
+/// offsets.topic.num.partitions must be a partition count a topic can have (1..=10000, the
+/// broker's MAX_PARTITIONS_PER_TOPIC): a larger one would be clamped at creation while the
+/// coordinator hashed groups by the configured count, so it is refused when parsed.
+#[test]
+fn offsets_topic_num_partitions_outside_a_topics_range_is_refused() {
+    let mut config = NodeConfig::default();
+    assert!(config.set("offsets.topic.num.partitions", "10001").is_err());
+    assert!(config.set("offsets.topic.num.partitions", "0").is_err());
+    assert_eq!(
+        crate::broker::MAX_PARTITIONS_PER_TOPIC,
+        10_000,
+        "config.rs's bound must follow the broker's"
+    );
+    config.set("offsets.topic.num.partitions", "10000").unwrap();
+    assert_eq!(config.offsets_topic_num_partitions, 10_000);
+}
