@@ -476,3 +476,41 @@ fn offsets_topic_num_partitions_outside_a_topics_range_is_refused() {
     config.set("offsets.topic.num.partitions", "10000").unwrap();
     assert_eq!(config.offsets_topic_num_partitions, 10_000);
 }
+
+/// docs/coordinator.md: loading `__consumer_offsets` skips (and logs) what it cannot read. A
+/// batch with an unparsable header (bad magic) in the middle of a partition neither fails the
+/// read (which would stop the node from starting) nor hides the batches before it.
+#[test]
+fn an_unparsable_offsets_batch_is_skipped_not_fatal() {
+    let mut harness = Harness::new(&[]);
+    harness.find_coordinator();
+    for offset in [1, 2, 3] {
+        harness.commit(offset);
+    }
+    let partition = harness.node.coordinator().partition_for("g");
+    let dir = format!("__consumer_offsets-{partition}");
+    let path = harness
+        .disk
+        .paths()
+        .into_iter()
+        .find(|path| path.contains(&dir) && path.ends_with(".log"))
+        .expect("the partition's segment");
+    let contents = harness.disk.contents(&path).unwrap();
+    let first = 12 + i32::from_be_bytes(contents[8..12].try_into().unwrap()) as u64;
+    // The second batch's magic byte (offset 16 in the v2 header).
+    assert!(harness.disk.corrupt(&path, first + 16..first + 17));
+    let chunks = harness
+        .node
+        .broker()
+        .read_internal(partition, 1 << 20)
+        .expect("a damaged batch is skipped, not an error");
+    let bytes: Vec<u8> = chunks
+        .iter()
+        .flat_map(|chunk| chunk.iter().copied())
+        .collect();
+    assert_eq!(
+        bytes.len() as u64,
+        first,
+        "exactly the batch before the damage"
+    );
+}
