@@ -149,6 +149,9 @@ pub struct NodeConfig {
     pub offsets_retention_check_interval_ms: i64,
     /// `offset.metadata.max.bytes`: largest metadata string of one committed offset.
     pub offset_metadata_max_bytes: usize,
+    /// `offsets.commit.timeout.ms`: longest a group write waits for `__consumer_offsets` to
+    /// make it durable before the request is failed with COORDINATOR_NOT_AVAILABLE.
+    pub offsets_commit_timeout_ms: i64,
 }
 
 impl Default for NodeConfig {
@@ -192,6 +195,7 @@ impl Default for NodeConfig {
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
+            offsets_commit_timeout_ms: 5_000,
         }
     }
 }
@@ -279,6 +283,7 @@ impl NodeConfig {
         "offsets.retention.minutes",
         "offsets.retention.check.interval.ms",
         "offset.metadata.max.bytes",
+        "offsets.commit.timeout.ms",
     ];
 
     /// Sets one setting by its Kafka name from its text form.
@@ -372,7 +377,13 @@ impl NodeConfig {
             }
             "karst.seed" => self.karst_seed = Some(parse(key, value)?),
             "offsets.topic.num.partitions" => {
-                self.offsets_topic_num_partitions = parse_at_least(key, value, 1)?
+                let partitions: i32 = parse_at_least(key, value, 1)?;
+                // A topic cannot have more (the broker's MAX_PARTITIONS_PER_TOPIC): refuse
+                // rather than clamp, since groups hash to partitions by this count.
+                if partitions > 10_000 {
+                    return Err(invalid(key, value, "must be at most 10000".to_string()));
+                }
+                self.offsets_topic_num_partitions = partitions
             }
             "group.initial.rebalance.delay.ms" => {
                 self.group_initial_rebalance_delay_ms = parse_at_least(key, value, 0)?
@@ -392,6 +403,9 @@ impl NodeConfig {
             }
             "offset.metadata.max.bytes" => {
                 self.offset_metadata_max_bytes = parse_at_least(key, value, 0)?
+            }
+            "offsets.commit.timeout.ms" => {
+                self.offsets_commit_timeout_ms = parse_at_least(key, value, 1)?
             }
             _ => return Err(ConfigError::Unknown(key.to_string())),
         }
@@ -470,6 +484,7 @@ impl NodeConfig {
                 self.offsets_retention_check_interval_ms.to_string()
             }
             "offset.metadata.max.bytes" => self.offset_metadata_max_bytes.to_string(),
+            "offsets.commit.timeout.ms" => self.offsets_commit_timeout_ms.to_string(),
             _ => return None,
         };
         Some(text)

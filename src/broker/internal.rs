@@ -177,33 +177,69 @@ impl Broker {
         let high_watermark = target.high_watermark();
         let mut offset = target.log.log_start_offset();
         let mut chunks = Vec::new();
-        // Every round returns at least one whole batch (KIP-74) and advances past it, so the
-        // loop ends within (high watermark - log start) rounds.
+        // Every round either returns at least one whole batch (KIP-74) and advances past it,
+        // or skips to a later segment (or the high watermark), so the loop ends within
+        // (high watermark - log start) rounds. What cannot be read is skipped and logged,
+        // never silently dropped with the rest of the partition (docs/coordinator.md).
         while offset < high_watermark {
-            let bytes = target
-                .log
-                .read(offset, chunk_bytes.max(1), high_watermark)
-                .map_err(|err| {
-                    tracing::error!(partition, "reading {CONSUMER_OFFSETS} failed: {err}");
-                    InternalLogError::Storage
-                })?;
-            let mut next = offset;
-            let mut position = 0;
-            while position < bytes.len() {
-                match crate::protocol::batch::parse_header(&bytes[position..]) {
-                    Ok(header) if position + header.total_size() <= bytes.len() => {
-                        next = next.max(header.next_offset());
-                        position += header.total_size();
+            let (bytes, readable) =
+                match target.log.read(offset, chunk_bytes.max(1), high_watermark) {
+                    Ok(bytes) => {
+                        let readable = readable_prefix(&bytes);
+                        (bytes, readable)
                     }
-                    _ => return Err(InternalLogError::Storage),
-                }
+                    Err(err) => {
+                        tracing::error!(
+                            partition,
+                            offset,
+                            "reading {CONSUMER_OFFSETS} failed: {err}"
+                        );
+                        (Bytes::new(), (0, offset))
+                    }
+                };
+            let (length, next) = readable;
+            if length > 0 {
+                chunks.push(bytes.slice(..length));
             }
-            if next <= offset {
-                break;
+            if length == bytes.len() && next > offset {
+                offset = next;
+                continue;
             }
-            chunks.push(bytes);
-            offset = next;
+            // A batch that cannot be parsed at `stuck`: the log cannot locate anything after
+            // it in its segment, so resume at the next segment.
+            let stuck = next.max(offset);
+            let resume = target
+                .log
+                .segment_base_offsets()
+                .into_iter()
+                .find(|&base| base > stuck)
+                .unwrap_or(high_watermark)
+                .min(high_watermark);
+            tracing::error!(
+                partition,
+                offset = stuck,
+                resume,
+                "skipping unreadable {CONSUMER_OFFSETS} records up to the next readable segment"
+            );
+            offset = resume.max(offset + 1);
         }
         Ok(chunks)
     }
+}
+
+/// The length of the run of whole, parsable batches at the start of `bytes`, and the offset
+/// after them.
+fn readable_prefix(bytes: &[u8]) -> (usize, i64) {
+    let mut next = i64::MIN;
+    let mut position = 0;
+    while position < bytes.len() {
+        match crate::protocol::batch::parse_header(&bytes[position..]) {
+            Ok(header) if position + header.total_size() <= bytes.len() => {
+                next = next.max(header.next_offset());
+                position += header.total_size();
+            }
+            _ => break,
+        }
+    }
+    (position, next)
 }

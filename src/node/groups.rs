@@ -23,6 +23,7 @@ use crate::Millis;
 
 /// FindCoordinator key types (KIP-98).
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 /// Bytes read per round when loading `__consumer_offsets`.
 const LOAD_CHUNK_BYTES: usize = 1 << 20;
 /// Coordinator inputs one node step may feed (a request or timer plus the persist completions
@@ -191,18 +192,35 @@ impl Node {
 
     /// Whether this node coordinates `key`: NONE, or the error code and message to give.
     fn coordinator_for(&mut self, now: Millis, key_type: i8, key: &str) -> (i16, &'static str) {
-        if key_type != KEY_TYPE_GROUP {
+        if key_type == KEY_TYPE_TRANSACTION {
             return (
                 error::COORDINATOR_NOT_AVAILABLE,
                 "Karst does not run a transaction coordinator yet",
             );
         }
+        if key_type != KEY_TYPE_GROUP {
+            // Not retriable: a client asking again would loop forever (Kafka answers the same).
+            return (error::INVALID_REQUEST, "unknown coordinator key type");
+        }
         if self.broker.consumer_offsets_partitions().is_none() {
             let partitions = self.coordinator.config().offsets_topic_num_partitions;
             match self.broker.ensure_consumer_offsets(partitions, now) {
-                Ok(_) => {
+                Ok(created) if created != partitions => {
+                    // The coordinator hashes groups by `partitions`; a topic of another size
+                    // (config parsing refuses counts the broker would clamp) would misplace them.
+                    tracing::error!(
+                        created,
+                        partitions,
+                        "__consumer_offsets has a partition count the coordinator does not use"
+                    );
+                    return (
+                        error::COORDINATOR_NOT_AVAILABLE,
+                        "the offsets topic has an unexpected partition count",
+                    );
+                }
+                Ok(created) => {
                     // A new topic holds nothing: every partition loads at once.
-                    for partition in 0..partitions {
+                    for partition in 0..created {
                         self.coordinator.load(now, partition, &[]);
                     }
                 }
@@ -234,7 +252,19 @@ impl Node {
         input: coordinator::Input,
         effects: &mut Vec<Effect>,
     ) {
-        let mut inputs = VecDeque::from([input]);
+        self.drive_coordinator_with(now, VecDeque::from([input]), effects);
+    }
+
+    /// As [`Node::drive_coordinator`], starting from a queue of inputs. Completions are only
+    /// ever taken from `ready_completions` when the queue is empty, so every completion of a
+    /// partition already in `inputs` is fed before any newer one of that partition: the
+    /// coordinator sees each partition's completions in emission order.
+    fn drive_coordinator_with(
+        &mut self,
+        now: Millis,
+        mut inputs: VecDeque<coordinator::Input>,
+        effects: &mut Vec<Effect>,
+    ) {
         let mut out = Vec::new();
         let mut fed = 0;
         while let Some(input) = inputs.pop_front() {
@@ -244,7 +274,7 @@ impl Node {
                 self.carry_out(now, effect, effects);
             }
             if inputs.is_empty() && fed < MAX_COORDINATOR_INPUTS_PER_STEP {
-                self.ready_completions(&mut inputs);
+                self.ready_completions(now, &mut inputs);
             }
         }
     }
@@ -252,24 +282,54 @@ impl Node {
     /// Delivers every persist completion that is ready.
     pub(super) fn complete_persists(&mut self, now: Millis, effects: &mut Vec<Effect>) {
         let mut ready = VecDeque::new();
-        self.ready_completions(&mut ready);
-        for input in ready {
-            self.drive_coordinator(now, input, effects);
+        self.ready_completions(now, &mut ready);
+        // One queue for all of them: driving each on its own would let a completion decided
+        // while the first is driven (a newer one of the same partition) overtake the rest.
+        if !ready.is_empty() {
+            self.drive_coordinator_with(now, ready, effects);
         }
     }
 
-    /// Moves the persists whose outcome is known, in order per partition, into `ready`.
-    fn ready_completions(&mut self, ready: &mut VecDeque<coordinator::Input>) {
+    /// The earliest deadline of a persist still waiting on a high watermark. Within a
+    /// partition deadlines never decrease (appended in order, each `now` plus one timeout), so
+    /// the oldest wait of each partition holds its earliest.
+    pub(super) fn persist_deadline(&self) -> Option<Millis> {
+        self.persists
+            .values()
+            .filter_map(|waits| match waits.front() {
+                Some(PersistWait::HighWatermark { deadline, .. }) => Some(*deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Moves the persists whose outcome is known at `now`, in order per partition, into
+    /// `ready`: a wait past its deadline fails in its turn (never before an older wait of its
+    /// partition), as Unavailable, so the client retries.
+    fn ready_completions(&mut self, now: Millis, ready: &mut VecDeque<coordinator::Input>) {
         for (&partition, waits) in self.persists.iter_mut() {
             let high_watermark = self.broker.internal_high_watermark(partition);
             while let Some(&wait) = waits.front() {
                 let (token, result) = match (wait, high_watermark) {
                     (PersistWait::Decided(token, result), _) => (token, result),
-                    (PersistWait::HighWatermark(token, needed), Ok(hw)) if needed <= hw => {
+                    (PersistWait::HighWatermark { token, needed, .. }, Ok(hw)) if needed <= hw => {
                         (token, Ok(()))
                     }
-                    (PersistWait::HighWatermark(..), Ok(_)) => break,
-                    (PersistWait::HighWatermark(token, _), Err(err)) => {
+                    (
+                        PersistWait::HighWatermark {
+                            token, deadline, ..
+                        },
+                        Ok(_),
+                    ) if deadline <= now => {
+                        tracing::warn!(
+                            partition,
+                            "a __consumer_offsets write was not durable within \
+                             offsets.commit.timeout.ms; failing it as retriable"
+                        );
+                        (token, Err(PersistError::Unavailable))
+                    }
+                    (PersistWait::HighWatermark { .. }, Ok(_)) => break,
+                    (PersistWait::HighWatermark { token, .. }, Err(err)) => {
                         (token, Err(persist_error(err)))
                     }
                 };
@@ -332,7 +392,11 @@ impl Node {
             }
         };
         match self.broker.append_internal(now, partition, batch, effects) {
-            Ok(needed) => PersistWait::HighWatermark(token, needed),
+            Ok(needed) => PersistWait::HighWatermark {
+                token,
+                needed,
+                deadline: now.saturating_add(self.broker.config.offsets_commit_timeout_ms),
+            },
             Err(err) => PersistWait::Decided(token, Err(persist_error(err))),
         }
     }

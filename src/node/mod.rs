@@ -5,7 +5,8 @@
 //! Routing (see docs/coordinator.md):
 //! - FindCoordinator is answered here: key type 0 (group) creates `__consumer_offsets` on
 //!   first need (as Kafka does), loads it into the coordinator and names this node; key type
-//!   1 (transaction) is COORDINATOR_NOT_AVAILABLE (no transaction coordinator yet).
+//!   1 (transaction) is COORDINATOR_NOT_AVAILABLE (no transaction coordinator yet), any
+//!   other key type INVALID_REQUEST (as Kafka; a retriable code would make clients loop).
 //! - JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, DescribeGroups,
 //!   ListGroups, DeleteGroups and OffsetDelete go to the coordinator; its responses become the
 //!   broker's `Effect::Respond` for the request's `RequestId`, so the runtime writes them in
@@ -42,8 +43,15 @@ struct InFlight {
 /// One `Effect::Persist` of the coordinator, appended and waiting to be reported.
 #[derive(Debug, Clone, Copy)]
 enum PersistWait {
-    /// Done once the partition's high watermark reaches this offset (last offset + 1).
-    HighWatermark(PersistToken, i64),
+    /// Done once the partition's high watermark reaches this offset (last offset + 1); failed
+    /// as Unavailable if it has not by the deadline (`offsets.commit.timeout.ms` after the
+    /// append), so a hung fsync cannot hold the answer, and every later answer on its
+    /// connection, forever.
+    HighWatermark {
+        token: PersistToken,
+        needed: i64,
+        deadline: Millis,
+    },
     /// Already decided (append refused, or nothing to write); reported in its turn.
     Decided(PersistToken, Result<(), coordinator::PersistError>),
 }
@@ -54,8 +62,9 @@ pub struct Node {
     coordinator: GroupCoordinator,
     /// Peer host of each open connection, as Kafka reports it ("/127.0.0.1").
     client_hosts: BTreeMap<ConnectionId, String>,
-    /// Coordinator requests not yet answered. Bounded by the runtime's in-flight limit per
-    /// connection times the open connections.
+    /// Coordinator requests not yet answered. Per connection the runtime bounds it by
+    /// MAX_IN_FLIGHT_PER_CONNECTION; the number of connections is not bounded yet (no
+    /// connection limit exists), so neither is this map in total.
     in_flight: BTreeMap<RequestToken, InFlight>,
     /// Appended persists per `__consumer_offsets` partition, oldest first.
     persists: BTreeMap<i32, VecDeque<PersistWait>>,
@@ -171,6 +180,7 @@ impl Node {
         [
             self.broker.next_deadline(),
             self.coordinator.next_deadline(),
+            self.persist_deadline(),
         ]
         .into_iter()
         .flatten()

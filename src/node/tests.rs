@@ -397,3 +397,120 @@ fn a_reopened_node_loads_commits_and_keeps_the_partition_count() {
     );
     assert_eq!(reopened.fetched_offset(), 31);
 }
+
+/// offsets.commit.timeout.ms bounds a persist (Kafka's rule: an offset commit not replicated
+/// in time fails with a retriable error): under the durable policy, a commit whose fsync never
+/// completes is answered exactly once, at the deadline the node reports, with
+/// COORDINATOR_NOT_AVAILABLE, and the offset is not visible.
+#[test]
+fn a_commit_whose_fsync_hangs_fails_retriably_at_offsets_commit_timeout() {
+    let mut harness = Harness::new(&[
+        ("log.flush.policy", "durable"),
+        ("offsets.commit.timeout.ms", "5000"),
+    ]);
+    harness.find_coordinator();
+    let (commit_id, effects) = harness.commit(42);
+    let _hung_sync = only_sync(effects);
+    let deadline = harness.node.next_deadline().expect("a persist deadline");
+    assert!(deadline <= NOW + 5_000, "{deadline}");
+    let mut answers = Vec::new();
+    // Step timers through the bound and well past it: one answer only.
+    for now in [NOW + 1, deadline - 1, deadline, deadline + 1, NOW + 60_000] {
+        let effects = harness.step(now, Input::Timer);
+        answers.extend(
+            effects
+                .into_iter()
+                .filter(|effect| matches!(effect, Effect::Respond { .. })),
+        );
+        if now < deadline {
+            assert!(answers.is_empty(), "answered before the deadline");
+        }
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(commit_code(&answers[0]), (commit_id, 15));
+    assert_eq!(
+        harness.node.coordinator().committed_offset("g", "t", 0),
+        None
+    );
+}
+
+/// FindCoordinator with a key type that is neither 0 (group) nor 1 (transaction, KIP-98) is
+/// INVALID_REQUEST (42), as Kafka answers: a retriable code would make the client ask forever.
+/// Key type 1 stays COORDINATOR_NOT_AVAILABLE (15).
+#[test]
+fn find_coordinator_with_an_unknown_key_type_is_an_invalid_request() {
+    let mut harness = Harness::new(&[]);
+    for (key_type, expected) in [(2i8, 42i16), (-1, 42), (1, 15), (0, 0)] {
+        let request = FindCoordinatorRequest::default()
+            .with_key(text("g"))
+            .with_key_type(key_type);
+        let (_, effects) = harness.request(
+            NOW,
+            ApiKey::FindCoordinator,
+            2,
+            RequestKind::FindCoordinator(request),
+        );
+        let [Effect::Respond { response, .. }] = effects.as_slice() else {
+            panic!("{effects:?}")
+        };
+        let ResponseKind::FindCoordinator(response) = &**response else {
+            panic!()
+        };
+        assert_eq!(response.error_code, expected, "key type {key_type}");
+    }
+}
+
+/// offsets.topic.num.partitions must be a partition count a topic can have (1..=10000, the
+/// broker's MAX_PARTITIONS_PER_TOPIC): a larger one would be clamped at creation while the
+/// coordinator hashed groups by the configured count, so it is refused when parsed.
+#[test]
+fn offsets_topic_num_partitions_outside_a_topics_range_is_refused() {
+    let mut config = NodeConfig::default();
+    assert!(config.set("offsets.topic.num.partitions", "10001").is_err());
+    assert!(config.set("offsets.topic.num.partitions", "0").is_err());
+    assert_eq!(
+        crate::broker::MAX_PARTITIONS_PER_TOPIC,
+        10_000,
+        "config.rs's bound must follow the broker's"
+    );
+    config.set("offsets.topic.num.partitions", "10000").unwrap();
+    assert_eq!(config.offsets_topic_num_partitions, 10_000);
+}
+
+/// docs/coordinator.md: loading `__consumer_offsets` skips (and logs) what it cannot read. A
+/// batch with an unparsable header (bad magic) in the middle of a partition neither fails the
+/// read (which would stop the node from starting) nor hides the batches before it.
+#[test]
+fn an_unparsable_offsets_batch_is_skipped_not_fatal() {
+    let mut harness = Harness::new(&[]);
+    harness.find_coordinator();
+    for offset in [1, 2, 3] {
+        harness.commit(offset);
+    }
+    let partition = harness.node.coordinator().partition_for("g");
+    let dir = format!("__consumer_offsets-{partition}");
+    let path = harness
+        .disk
+        .paths()
+        .into_iter()
+        .find(|path| path.contains(&dir) && path.ends_with(".log"))
+        .expect("the partition's segment");
+    let contents = harness.disk.contents(&path).unwrap();
+    let first = 12 + i32::from_be_bytes(contents[8..12].try_into().unwrap()) as u64;
+    // The second batch's magic byte (offset 16 in the v2 header).
+    assert!(harness.disk.corrupt(&path, first + 16..first + 17));
+    let chunks = harness
+        .node
+        .broker()
+        .read_internal(partition, 1 << 20)
+        .expect("a damaged batch is skipped, not an error");
+    let bytes: Vec<u8> = chunks
+        .iter()
+        .flat_map(|chunk| chunk.iter().copied())
+        .collect();
+    assert_eq!(
+        bytes.len() as u64,
+        first,
+        "exactly the batch before the damage"
+    );
+}
