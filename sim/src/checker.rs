@@ -150,15 +150,17 @@ pub fn above_high_watermark(history: &History) -> Vec<Violation> {
 pub fn group_ownership(history: &History) -> Vec<Violation> {
     let mut out = Vec::new();
     // (group, generation, partition) -> every (member, time) seen owning it
-    type Owners<'a> = BTreeMap<(&'a str, i32, i32), Vec<(u32, SimMillis)>>;
+    type Owners<'a> = BTreeMap<(&'a str, i32, i32), Vec<(u32, SimMillis, SimMillis)>>;
     let mut owners: Owners = BTreeMap::new();
     for assignment in &history.group.assignments {
         for partition in &assignment.partitions {
             let key = (assignment.group.as_str(), assignment.generation, *partition);
             let seen = owners.entry(key).or_default();
-            for (owner, at_ms) in seen.iter() {
+            for (owner, since_ms, at_ms) in seen.iter() {
+                // Each holding was taken over at some time in [since_ms, at_ms]; a data loss
+                // anywhere between the earliest take-over and the latest sighting excuses.
                 let (from, to) = (
-                    (*at_ms).min(assignment.at_ms),
+                    (*since_ms).min(assignment.since_ms),
                     (*at_ms).max(assignment.at_ms),
                 );
                 if *owner != assignment.member && !history.may_lose_between(from, to) {
@@ -179,7 +181,7 @@ pub fn group_ownership(history: &History) -> Vec<Violation> {
                     break;
                 }
             }
-            seen.push((assignment.member, assignment.at_ms));
+            seen.push((assignment.member, assignment.since_ms, assignment.at_ms));
         }
     }
     out
@@ -1094,6 +1096,7 @@ mod tests {
             generation,
             partitions: partitions.to_vec(),
             at_ms: 50,
+            since_ms: 50,
         }
     }
 
@@ -1169,6 +1172,28 @@ mod tests {
             fault: DataFault::Destroyed,
         });
         assert!(group_ownership(&wiped).is_empty());
+        // A holding taken over during a poll that spanned the wipe but first seen after it
+        // (the poll blocked past its timeout) is excused too.
+        let mut spanned = clean_groups();
+        spanned.group.assignments.clear();
+        let mut early = assignment("a", 2, 1, &[1]);
+        early.since_ms = 40;
+        early.at_ms = 300;
+        spanned.group.assignments.push(early);
+        let mut later = assignment("a", 1, 1, &[1]);
+        later.since_ms = 310;
+        later.at_ms = 320;
+        spanned.group.assignments.push(later);
+        assert_eq!(
+            classes(&group_ownership(&spanned)),
+            vec![ViolationClass::GroupOwnership]
+        );
+        spanned.data_faults.push(DataFaultEvent {
+            at_ms: 200,
+            node: 0,
+            fault: DataFault::Destroyed,
+        });
+        assert!(group_ownership(&spanned).is_empty(), "{:?}", group_ownership(&spanned));
         let mut h = clean_groups();
         h.group.assignments.push(assignment("a", 3, 3, &[1]));
         h.group.assignments.push(assignment("b", 2, 2, &[1]));

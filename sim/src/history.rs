@@ -96,7 +96,11 @@ pub struct AssignmentOp {
     pub member: u32,
     pub generation: i32,
     pub partitions: Vec<i32>,
+    /// When the member was first seen holding it (right after a poll).
     pub at_ms: SimMillis,
+    /// The earliest the member can have taken it over: the start of that poll (a poll takes
+    /// over the newest assignment first, and may then block well past its timeout).
+    pub since_ms: SimMillis,
 }
 
 /// An offset commit the coordinator acknowledged (OffsetCommit answered without error).

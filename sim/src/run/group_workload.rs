@@ -85,6 +85,7 @@ pub(crate) async fn member_loop(
             }
             continue;
         };
+        let poll_started_ms = shared.now_ms();
         let polled = active.poll(Duration::from_millis(100)).await;
         let at_ms = shared.now_ms();
         // Records a poll returned belong to the generation reported right after it.
@@ -111,6 +112,7 @@ pub(crate) async fn member_loop(
                         generation,
                         partitions: partitions.clone(),
                         at_ms,
+                        since_ms: poll_started_ms,
                     });
                 });
                 // A new holding starts from what the group committed: forget positions of the
