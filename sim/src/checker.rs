@@ -1193,7 +1193,11 @@ mod tests {
             node: 0,
             fault: DataFault::Destroyed,
         });
-        assert!(group_ownership(&spanned).is_empty(), "{:?}", group_ownership(&spanned));
+        assert!(
+            group_ownership(&spanned).is_empty(),
+            "{:?}",
+            group_ownership(&spanned)
+        );
         let mut h = clean_groups();
         h.group.assignments.push(assignment("a", 3, 3, &[1]));
         h.group.assignments.push(assignment("b", 2, 2, &[1]));
