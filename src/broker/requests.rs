@@ -574,6 +574,12 @@ impl Broker {
                 }
                 let limit = (wanted.partition_max_bytes.max(0) as usize).min(remaining);
                 let fetch_offset = wanted.fetch_offset;
+                // The high watermark, except in the simulation build with the injected
+                // serve-above-high-watermark bug, which reads up to the log end.
+                let read_limit = crate::buggify::injected_read_limit(
+                    high_watermark,
+                    partition.log.log_end_offset(),
+                );
                 if fetch_offset < partition.log.log_start_offset() || fetch_offset > high_watermark
                 {
                     // Above the high watermark but within the log (durable policy, not yet
@@ -584,12 +590,7 @@ impl Broker {
                         data.error_code = error::OFFSET_OUT_OF_RANGE;
                         any_error = true;
                     }
-                } else if fetch_offset < high_watermark && (limit > 0 || total == 0) {
-                    // Simulation build only: the injected bug may read past the watermark.
-                    let read_limit = crate::buggify::injected_read_limit(
-                        high_watermark,
-                        partition.log.log_end_offset(),
-                    );
+                } else if fetch_offset < read_limit && (limit > 0 || total == 0) {
                     match partition.log.read(fetch_offset, limit.max(1), read_limit) {
                         Ok(records) => {
                             total += records.len();

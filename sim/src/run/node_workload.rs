@@ -23,7 +23,6 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use karst::client::consumer::FETCH_VERSION_CAP;
 use karst::client::records::decode_batches;
 use karst::client::{
     Acks, Admin, ClientConfig, ClientError, Cluster as ClientCluster, Consumer, ConsumerConfig,
@@ -559,6 +558,11 @@ async fn consume_loop(client: ClientConfig, traffic: Arc<Traffic>, shared: Share
     }
 }
 
+/// The fetcher addresses its topic by name, which Fetch carries up to v12 (v13+ use topic ids,
+/// KIP-516). Not the consumer's cap: when that rose to v16 the fetcher's requests named no
+/// topic, read nothing, and the above-high-watermark check went blind.
+const FETCHER_FETCH_VERSION: i16 = 12;
+
 /// A reader that sends Fetch requests itself (Karst's consumer does not expose the high
 /// watermark a response reported) and records every record with the high watermark of the
 /// response that carried it, for the `above-high-watermark` checker. It starts every
@@ -641,7 +645,7 @@ async fn fetch_once(
             .with_partitions(partitions)]);
     let invoke_ms = shared.now_ms();
     let connection = cluster.connection(leader).await?;
-    let response = connection.send(&request, FETCH_VERSION_CAP).await?;
+    let response = connection.send(&request, FETCHER_FETCH_VERSION).await?;
     let mut out = Vec::new();
     for topic in response.responses {
         for p in topic.partitions {
