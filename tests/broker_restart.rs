@@ -138,3 +138,37 @@ fn deleted_topic_stays_deleted_and_recreation_starts_empty() {
     assert_eq!(topic_id(&mut client, "gone"), new_id);
     assert_eq!(client.list_offset("gone", 0, -1), (0, 0, -1));
 }
+
+#[test]
+fn logs_redirected_to_a_file_are_plain_text() {
+    // An operator's `karst node 2>node.log` must not fill the file with colour escape codes.
+    let temp = tempfile::tempdir().unwrap();
+    let log_path = temp.path().join("node.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_karst"))
+        .args(["node", "--listeners", "127.0.0.1:0", "--data-dir"])
+        .arg(temp.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawning karst node");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("listening on "), "{line:?}");
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("clean shutdown complete"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in a redirected log: {text:?}"
+    );
+}

@@ -63,8 +63,11 @@ pub fn node_config(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
 
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     let config = node_config(&args)?;
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: logs redirected to a file stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
