@@ -39,7 +39,7 @@ impl GroupCoordinator {
                     }
                     Err(e) => {
                         for (t, p) in positions {
-                            response.topics[t].partitions[p].error_code = e.error_code();
+                            response.topics[t].partitions[p].error_code = e.offsets_error_code();
                         }
                     }
                 }
@@ -63,7 +63,7 @@ impl GroupCoordinator {
                             }
                         }
                     }
-                    Err(e) => response.error_code = e.error_code(),
+                    Err(e) => response.error_code = e.offsets_error_code(),
                 }
                 effects.push(respond(reply, ResponseKind::OffsetDelete(response)));
             }
@@ -72,7 +72,7 @@ impl GroupCoordinator {
                     return;
                 };
                 if let Err(e) = result {
-                    pending.response.results[index].error_code = e.error_code();
+                    pending.response.results[index].error_code = e.offsets_error_code();
                 }
                 pending.remaining -= 1;
                 if pending.remaining == 0 {
@@ -121,15 +121,29 @@ impl GroupCoordinator {
                     }
                 }
             }
-            Err(e) => {
-                for m in group.members.values_mut() {
-                    if let Some(reply) = m.awaiting_sync.take() {
-                        effects.push(sync_error(reply, e.error_code()));
-                    }
-                }
-                self.prepare_rebalance(now, group_id, effects);
+            Err(e) => self.fail_sync(now, group_id, e.group_error_code(), effects),
+        }
+    }
+
+    /// The leader's assignment cannot be made durable: every member waiting in SyncGroup gets
+    /// `code` and the group rebalances (Kafka's storeGroup error path).
+    pub(super) fn fail_sync(
+        &mut self,
+        now: Millis,
+        group_id: &str,
+        code: i16,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        group.pending_assignment = None;
+        for m in group.members.values_mut() {
+            if let Some(reply) = m.awaiting_sync.take() {
+                effects.push(sync_error(reply, code));
             }
         }
+        self.prepare_rebalance(now, group_id, effects);
     }
 
     // ---- Timers ----------------------------------------------------------------------------
@@ -204,6 +218,12 @@ impl GroupCoordinator {
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
+            if !self.has_persist_room(1) {
+                // A full persist queue puts the expiry off to the next check: nothing leaves
+                // memory without its tombstone.
+                continue;
+            }
+            let group = self.groups.get_mut(&id).expect("group");
             let mut records = Vec::new();
             for key in &expired {
                 group.offsets.remove(key);

@@ -36,7 +36,7 @@ use super::group::{join_error, respond, sync_error, Group, GroupState, Member, D
 use super::records::{OffsetKey, OffsetValue, Record};
 use super::{
     error_code, Completion, Effect, GroupCoordinator, GroupRequest, PendingDeleteGroups,
-    PersistError, PersistToken, Reply, RequestContext, MAX_PENDING_PERSISTS,
+    PersistError, PersistToken, Reply, RequestContext,
 };
 use crate::Millis;
 
@@ -158,6 +158,15 @@ impl GroupCoordinator {
             let size = group.members.len() + group.pending_members.len();
             if let Some(instance) = &instance_id {
                 if let Some(old_id) = group.static_members.get(instance).cloned() {
+                    if !self.has_persist_room(1) {
+                        // The new member id may have to be persisted; refuse before the old
+                        // identity is fenced (the client retries).
+                        return effects.push(join_error(
+                            reply,
+                            error_code::COORDINATOR_NOT_AVAILABLE,
+                            &member_id,
+                        ));
+                    }
                     // KIP-345: a static member restarting replaces its old identity.
                     let id = self.new_member_id(&context.client_id);
                     let member = new_member(id);
@@ -510,6 +519,19 @@ impl GroupCoordinator {
                 member.heartbeat_deadline_ms = now + member.session_timeout_ms as i64;
                 if let Some(previous) = member.awaiting_sync.replace(reply) {
                     effects.push(sync_error(previous, error_code::REBALANCE_IN_PROGRESS));
+                }
+                let full = !self.has_persist_room(1);
+                let group = self.groups.get_mut(&group_id).expect("group");
+                if is_leader && group.pending_assignment.is_none() && full {
+                    // No room to persist the assignment: as if its write failed (Kafka's
+                    // storeGroup error path), every waiting member gets the error and the
+                    // group rebalances.
+                    return self.fail_sync(
+                        now,
+                        &group_id,
+                        error_code::COORDINATOR_NOT_AVAILABLE,
+                        effects,
+                    );
                 }
                 if is_leader && group.pending_assignment.is_none() {
                     let mut assignment: BTreeMap<String, Bytes> = BTreeMap::new();

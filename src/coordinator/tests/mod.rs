@@ -18,6 +18,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use super::error_code::*;
 use super::*;
 
+mod bounds;
 mod membership;
 mod model;
 mod offsets;
