@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import queue
 import sys
 import threading
@@ -157,6 +159,21 @@ def run_kafka_python(args, commands: queue.Queue):
                 consumer.pause(*assigned)
 
     consumer.subscribe([args.topic], listener=Listener())
+    # kafka-python 3.0.12 can strand a member for good (no heartbeats, no assignment, never
+    # rejoins) when it joins before it knows the topic's partitions: the leader assigns
+    # nothing, the metadata that arrives next makes need_rejoin() true only through the
+    # leader's assignment snapshot, the leader's _perform_assignment updates that snapshot
+    # mid-rebalance, and if poll()'s timeout ends before the SyncGroup answer the finished
+    # join is never collected (join_group_async sees need_rejoin() false and returns). The
+    # same happens against Kafka with group.initial.rebalance.delay.ms=0; Kafka's default
+    # delay (3 s) usually hides it. Learning the topic's partitions before the first poll
+    # (what the delay gives in practice) removes the trigger. Bounded: the member's lifetime.
+    known_by = time.monotonic() + args.lifetime_s
+    while not consumer.partitions_for_topic(args.topic):
+        if time.monotonic() > known_by:
+            emit(ev="error", msg=f"no partitions known for {args.topic}")
+            return
+        time.sleep(0.05)
     emit(ev="ready")
     last = None
     deadline = time.monotonic() + args.lifetime_s
@@ -274,6 +291,12 @@ def run_aiokafka(args, commands: queue.Queue):
 
 
 def main():
+    if os.environ.get("KARST_MEMBER_DEBUG"):
+        # The client's own debug log (kafka-python, aiokafka) on stderr, with wall-clock times
+        # to line up with the node's RUST_LOG trace.
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                            format="%(asctime)s.%(msecs)03d %(threadName)s %(name)s %(message)s",
+                            datefmt="%H:%M:%S")
     ap = argparse.ArgumentParser()
     ap.add_argument("--client", required=True, choices=["confluent", "kafka-python", "aiokafka"])
     ap.add_argument("--bootstrap", required=True)
