@@ -1,5 +1,7 @@
 //! Persist completions and timers (session, rebalance and KIP-394 expiry, offset retention).
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 impl GroupCoordinator {
@@ -194,27 +196,54 @@ impl GroupCoordinator {
 
     /// offsets.retention.minutes (KIP-211): offsets of an Empty consumer group expire that long
     /// after the group became empty; offsets of a group without a protocol (simple consumers)
-    /// that long after their commit. An Empty group left without offsets is deleted.
+    /// that long after their commit. KIP-496: in a Stable consumer-protocol group, offsets of
+    /// topics no member subscribes to expire that long after their commit (not at all if a
+    /// member's subscription cannot be parsed). An offset with a commit in flight never
+    /// expires (its tombstone would be appended after the commit and win on reload). An Empty
+    /// group left without offsets is deleted.
     pub(super) fn expire_offsets(&mut self, now: Millis, effects: &mut Vec<Effect>) {
         let retention = self.config.offsets_retention_ms;
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
-            let group = self.groups.get_mut(&id).expect("group");
-            if group.state != GroupState::Empty {
-                continue;
-            }
+            let committing: BTreeSet<(String, i32)> = self
+                .pending
+                .values()
+                .filter_map(|c| match c {
+                    Completion::OffsetCommit {
+                        group_id, offsets, ..
+                    } if *group_id == id => Some(offsets),
+                    _ => None,
+                })
+                .flatten()
+                .map(|(k, _)| (k.topic.clone(), k.partition))
+                .collect();
+            let group = self.groups.get(&id).expect("group");
             let since = group.state_since_ms;
-            let consumer_group = group.protocol_type.is_some();
+            // Which offsets may expire, and from when: None leaves the group alone.
+            let rule: Option<(Option<Vec<String>>, bool)> = match group.state {
+                GroupState::Empty => Some((None, group.protocol_type.is_some())),
+                GroupState::Stable
+                    if group.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE) =>
+                {
+                    subscribed_topics(group).map(|topics| (Some(topics), false))
+                }
+                _ => None,
+            };
+            let Some((subscribed, from_empty)) = rule else {
+                continue;
+            };
             let expired: Vec<(String, i32)> = group
                 .offsets
                 .iter()
-                .filter(|(_, v)| {
-                    let base = if consumer_group {
+                .filter(|(k, v)| {
+                    let base = if from_empty {
                         since.max(v.commit_timestamp_ms)
                     } else {
                         v.commit_timestamp_ms
                     };
                     base.saturating_add(retention) <= now
+                        && !committing.contains(*k)
+                        && subscribed.as_ref().is_none_or(|t| !t.contains(&k.0))
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -240,11 +269,11 @@ impl GroupCoordinator {
                 );
             }
             let partition = group.partition;
-            let pending_commit = self
-                .pending
-                .values()
-                .any(|c| matches!(c, Completion::OffsetCommit { group_id, .. } if *group_id == id));
-            if group.offsets.is_empty() && group.pending_members.is_empty() && !pending_commit {
+            if group.state == GroupState::Empty
+                && group.offsets.is_empty()
+                && group.pending_members.is_empty()
+                && committing.is_empty()
+            {
                 self.groups.remove(&id);
                 records.push(
                     Record::Group {

@@ -272,6 +272,9 @@ impl GroupCoordinator {
         }
         group.members.insert(member.member_id.clone(), member);
         if group.state == GroupState::PreparingRebalance {
+            if group.join_not_before_ms.is_some() {
+                group.joined_during_delay = true;
+            }
             self.maybe_complete_join(now, group_id, effects);
         } else {
             self.prepare_rebalance(now, group_id, effects);
@@ -356,6 +359,7 @@ impl GroupCoordinator {
         }
         group.pending_assignment = None;
         let timeout = group.rebalance_timeout_ms();
+        group.joined_during_delay = false;
         group.join_not_before_ms = if group.state == GroupState::Empty && initial_delay > 0 {
             Some(now + initial_delay.min(timeout))
         } else {
@@ -368,6 +372,7 @@ impl GroupCoordinator {
     }
 
     fn maybe_complete_join(&mut self, now: Millis, group_id: &str, effects: &mut Vec<Effect>) {
+        let initial_delay = self.config.group_initial_rebalance_delay_ms;
         let Some(group) = self.groups.get_mut(group_id) else {
             return;
         };
@@ -379,6 +384,13 @@ impl GroupCoordinator {
                 return;
             }
             group.join_not_before_ms = None;
+            // Kafka's InitialDelayedJoin: members still arriving earn another delay, until the
+            // rebalance timeout is used up.
+            let deadline = group.rebalance_deadline_ms.unwrap_or(now);
+            if std::mem::take(&mut group.joined_during_delay) && now < deadline {
+                group.join_not_before_ms = Some(now.saturating_add(initial_delay).min(deadline));
+                return;
+            }
         }
         if group.all_members_joined() || group.rebalance_deadline_ms.is_some_and(|d| now >= d) {
             self.complete_join(now, group_id, effects);
@@ -401,6 +413,7 @@ impl GroupCoordinator {
         group.generation_id += 1;
         group.rebalance_deadline_ms = None;
         group.join_not_before_ms = None;
+        group.joined_during_delay = false;
         group.state_since_ms = now;
         if group.members.is_empty() {
             group.state = GroupState::Empty;

@@ -493,3 +493,50 @@ fn join_validates_session_timeout_and_group_max_size() {
     let (_, e) = h.request(5, join("", None, &range()));
     assert_eq!(error_of(only_response(&e)), GROUP_MAX_SIZE_REACHED);
 }
+
+/// Kafka's InitialDelayedJoin: a member joining during group.initial.rebalance.delay.ms earns
+/// the group another delay; the delays never run past the rebalance timeout (here 30 s).
+#[test]
+fn initial_rebalance_delay_restarts_while_members_keep_joining_up_to_the_rebalance_timeout() {
+    let mut h = Harness::new(CoordinatorConfig {
+        group_initial_rebalance_delay_ms: 3_000,
+        ..config()
+    });
+    let (_, e) = h.request(3, join("", None, &range()));
+    assert!(responses(&e).is_empty());
+    // A second member at 2 s: at 3 s the delay restarts (to 6 s) instead of completing.
+    h.now = 2_000;
+    let (_, e) = h.request(3, join("", None, &range()));
+    assert!(responses(&e).is_empty());
+    let e = h.advance(1_000);
+    assert!(responses(&e).is_empty(), "{e:?}");
+    assert_eq!(h.c.next_deadline(), Some(6_000));
+    // Nobody joined meanwhile: the join phase completes at 6 s with both members.
+    let e = h.advance(3_000);
+    let rs = responses(&e);
+    assert_eq!(rs.len(), 2);
+    assert_eq!(join_response(rs[0].1).generation_id, 1);
+
+    // A member every 2.5 s keeps restarting the delay, but not past the 30 s rebalance timeout.
+    let mut h = Harness::new(CoordinatorConfig {
+        group_initial_rebalance_delay_ms: 3_000,
+        ..config()
+    });
+    h.request(3, join("", None, &range()));
+    let mut answered_at = None;
+    for step in 1..=20 {
+        h.now = step * 2_500 - 2_500 / 2;
+        let (_, e) = h.request(3, join("", None, &range()));
+        if !responses(&e).is_empty() {
+            answered_at.get_or_insert(h.now);
+        }
+        let e = h.advance(2_500 / 2);
+        if !responses(&e).is_empty() {
+            answered_at.get_or_insert(h.now);
+        }
+        if answered_at.is_some() {
+            break;
+        }
+    }
+    assert_eq!(answered_at, Some(30_000));
+}

@@ -334,3 +334,81 @@ fn persisted_records_travel_as_one_valid_v2_batch_and_load_back() {
     assert_eq!(fresh.committed_offset(GROUP, TOPIC, 1), Some(5));
     assert!(records::decode_batches(Bytes::from_static(b"\x00\x01")).is_err());
 }
+
+/// KIP-496: a Stable consumer group's offsets of a topic no member subscribes to expire
+/// retention after their commit; offsets of subscribed topics stay while the group is Stable.
+#[test]
+fn kip_496_stable_group_offsets_of_unsubscribed_topics_expire() {
+    let mut h = Harness::new(CoordinatorConfig {
+        offsets_retention_ms: 100_000,
+        offsets_retention_check_interval_ms: 10_000,
+        ..config()
+    });
+    let meta = subscription(&[TOPIC]);
+    let (_, e) = h.request(5, join("", None, &[("range", &meta)]));
+    let id = join_response(only_response(&e)).member_id.to_string();
+    h.request(5, join(&id, None, &[("range", &meta)]));
+    let (_, e) = h.request(3, sync(&id, 1, &[(&id, b"")]));
+    h.complete_all(&e);
+    for (topic, offset) in [(TOPIC, 1), ("other", 2)] {
+        let mut c = commit(&id, 1, 0, offset);
+        if let GroupRequest::OffsetCommit(r) = &mut c {
+            r.topics[0].name = TopicName(s(topic));
+        }
+        let (_, e) = h.request(9, c);
+        h.complete_all(&e);
+    }
+    let mut tombstoned = Vec::new();
+    for _ in 0..24 {
+        let (_, e) = h.request(3, heartbeat(&id, 1, None));
+        assert_eq!(error_of(only_response(&e)), NONE);
+        let e = h.advance(5_000);
+        h.complete_all(&e);
+        for p in persists(&e) {
+            let Effect::Persist { records, .. } = p else {
+                unreachable!()
+            };
+            tombstoned.extend(records.iter().map(|r| Record::decode(r).unwrap()));
+        }
+    }
+    assert_eq!(h.c.group_state(GROUP), Some("Stable"));
+    assert_eq!(
+        h.c.committed_offset(GROUP, TOPIC, 0),
+        Some(1),
+        "subscribed: kept"
+    );
+    assert_eq!(
+        h.c.committed_offset(GROUP, "other", 0),
+        None,
+        "unsubscribed: expired"
+    );
+    assert_eq!(tombstoned.len(), 1, "{tombstoned:?}");
+    let Record::Offset { key, value: None } = &tombstoned[0] else {
+        panic!("{tombstoned:?}")
+    };
+    assert_eq!(key.topic, "other");
+}
+
+/// An offset whose newer commit is still being written does not expire: its tombstone would
+/// follow the commit in the log and erase it on reload.
+#[test]
+fn an_offset_with_a_commit_in_flight_does_not_expire() {
+    let mut h = Harness::new(CoordinatorConfig {
+        offsets_retention_ms: 100_000,
+        offsets_retention_check_interval_ms: 10_000,
+        ..config()
+    });
+    let (_, e) = h.request(9, commit("", -1, 0, 5));
+    h.complete_all(&e);
+    h.advance(95_000);
+    let (_, in_flight) = h.request(9, commit("", -1, 0, 6));
+    let e = h.advance(10_000);
+    assert!(persists(&e).is_empty(), "{e:?}");
+    let done = h.complete_all(&in_flight);
+    assert_eq!(error_of(only_response(&done)), NONE);
+    assert_eq!(h.c.committed_offset(GROUP, TOPIC, 0), Some(6));
+    // The new commit restarted its retention.
+    let e = h.advance(10_000);
+    assert!(persists(&e).is_empty());
+    assert_eq!(h.c.group_state(GROUP), Some("Empty"));
+}
