@@ -144,11 +144,7 @@ fn empty_group_metadata_over_the_bound_is_skipped_and_counted() {
 
 #[test]
 fn offset_expiry_over_the_bound_waits_for_the_next_check() {
-    let mut h = Harness::new(CoordinatorConfig {
-        offsets_retention_ms: 100_000,
-        offsets_retention_check_interval_ms: 10_000,
-        ..config()
-    });
+    let mut h = retention_harness();
     h.c.set_max_pending_persists(1);
     let e = fill_with_commit(&mut h, GROUP);
     h.complete_all(&e);
@@ -178,13 +174,7 @@ fn failed_offset_commit_write_maps_to_kafkas_codes() {
     ] {
         let mut h = Harness::new(config());
         let (_, e) = h.request(9, commit("", -1, 0, 5));
-        let Effect::Persist { token, .. } = persists(&e)[0] else {
-            unreachable!()
-        };
-        let e = h.step(Input::PersistCompleted {
-            token: *token,
-            result: Err(error),
-        });
+        let e = h.fail_first_persist(&e, error);
         assert_eq!(error_of(only_response(&e)), code, "{error:?}");
         assert_eq!(h.c.committed_offset(GROUP, TOPIC, 0), None);
     }
@@ -203,13 +193,7 @@ fn failed_assignment_write_maps_to_kafkas_codes() {
         let mut h = Harness::new(config());
         let id = join_first_member(&mut h);
         let (_, e) = h.request(3, sync(&id, 1, &[(&id, b"a")]));
-        let Effect::Persist { token, .. } = persists(&e)[0] else {
-            unreachable!()
-        };
-        let e = h.step(Input::PersistCompleted {
-            token: *token,
-            result: Err(error),
-        });
+        let e = h.fail_first_persist(&e, error);
         assert_eq!(error_of(only_response(&e)), code, "{error:?}");
         assert_eq!(h.c.group_state(GROUP), Some("PreparingRebalance"));
     }

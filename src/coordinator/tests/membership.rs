@@ -72,22 +72,6 @@ fn sync_group_answers_only_after_the_leaders_assignment_is_persisted() {
 }
 
 #[test]
-fn failed_assignment_persist_fails_the_sync_and_rebalances() {
-    let mut h = Harness::new(config());
-    let id = join_first_member(&mut h);
-    let (_, e) = h.request(3, sync(&id, 1, &[(&id, b"a")]));
-    let Effect::Persist { token, .. } = persists(&e)[0] else {
-        unreachable!()
-    };
-    let e = h.step(Input::PersistCompleted {
-        token: *token,
-        result: Err(PersistError::NotLeader),
-    });
-    assert_eq!(error_of(only_response(&e)), NOT_COORDINATOR);
-    assert_eq!(h.c.group_state(GROUP), Some("PreparingRebalance"));
-}
-
-#[test]
 fn new_member_triggers_rebalance_heartbeat_says_rebalance_in_progress_leader_sees_all() {
     let mut h = Harness::new(config());
     let a = stable_one_member(&mut h);

@@ -133,11 +133,7 @@ fn offset_commit_during_completing_rebalance_is_rebalance_in_progress() {
 
 #[test]
 fn offsets_of_an_empty_group_expire_after_retention_then_the_group_is_deleted() {
-    let mut h = Harness::new(CoordinatorConfig {
-        offsets_retention_ms: 100_000,
-        offsets_retention_check_interval_ms: 10_000,
-        ..config()
-    });
+    let mut h = retention_harness();
     let (_, e) = h.request(9, commit("", -1, 0, 5));
     h.complete_all(&e);
     h.advance(90_000);
@@ -194,9 +190,9 @@ fn subscription(topics: &[&str]) -> Vec<u8> {
     buf.to_vec()
 }
 
-#[test]
-fn offset_delete_refuses_subscribed_topics() {
-    let mut h = Harness::new(config());
+/// A Stable one-member group subscribed to TOPIC that committed offset 1 of TOPIC-0 and
+/// offset 2 of other-0 (a topic nobody subscribes to).
+fn stable_member_of_topic_with_two_commits(h: &mut Harness) -> String {
     let meta = subscription(&[TOPIC]);
     let (_, e) = h.request(5, join("", None, &[("range", &meta)]));
     let id = join_response(only_response(&e)).member_id.to_string();
@@ -211,6 +207,13 @@ fn offset_delete_refuses_subscribed_topics() {
         let (_, e) = h.request(9, c);
         h.complete_all(&e);
     }
+    id
+}
+
+#[test]
+fn offset_delete_refuses_subscribed_topics() {
+    let mut h = Harness::new(config());
+    stable_member_of_topic_with_two_commits(&mut h);
     let mut r = OffsetDeleteRequest::default();
     r.group_id = GroupId(s(GROUP));
     r.topics = [TOPIC, "other"]
@@ -339,25 +342,8 @@ fn persisted_records_travel_as_one_valid_v2_batch_and_load_back() {
 /// retention after their commit; offsets of subscribed topics stay while the group is Stable.
 #[test]
 fn kip_496_stable_group_offsets_of_unsubscribed_topics_expire() {
-    let mut h = Harness::new(CoordinatorConfig {
-        offsets_retention_ms: 100_000,
-        offsets_retention_check_interval_ms: 10_000,
-        ..config()
-    });
-    let meta = subscription(&[TOPIC]);
-    let (_, e) = h.request(5, join("", None, &[("range", &meta)]));
-    let id = join_response(only_response(&e)).member_id.to_string();
-    h.request(5, join(&id, None, &[("range", &meta)]));
-    let (_, e) = h.request(3, sync(&id, 1, &[(&id, b"")]));
-    h.complete_all(&e);
-    for (topic, offset) in [(TOPIC, 1), ("other", 2)] {
-        let mut c = commit(&id, 1, 0, offset);
-        if let GroupRequest::OffsetCommit(r) = &mut c {
-            r.topics[0].name = TopicName(s(topic));
-        }
-        let (_, e) = h.request(9, c);
-        h.complete_all(&e);
-    }
+    let mut h = retention_harness();
+    let id = stable_member_of_topic_with_two_commits(&mut h);
     let mut tombstoned = Vec::new();
     for _ in 0..24 {
         let (_, e) = h.request(3, heartbeat(&id, 1, None));
@@ -393,11 +379,7 @@ fn kip_496_stable_group_offsets_of_unsubscribed_topics_expire() {
 /// follow the commit in the log and erase it on reload.
 #[test]
 fn an_offset_with_a_commit_in_flight_does_not_expire() {
-    let mut h = Harness::new(CoordinatorConfig {
-        offsets_retention_ms: 100_000,
-        offsets_retention_check_interval_ms: 10_000,
-        ..config()
-    });
+    let mut h = retention_harness();
     let (_, e) = h.request(9, commit("", -1, 0, 5));
     h.complete_all(&e);
     h.advance(95_000);
