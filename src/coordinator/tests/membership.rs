@@ -524,3 +524,28 @@ fn initial_rebalance_delay_restarts_while_members_keep_joining_up_to_the_rebalan
     }
     assert_eq!(answered_at, Some(30_000));
 }
+
+/// The coordinator's side of the kafka-python 3.0.12 stranded-leader flake (docs/coordinator.md):
+/// the leader of a Stable generation goes silent (no heartbeat, no rejoin) just as a new member
+/// joins. As in Kafka (a member not waiting in JoinGroup or SyncGroup must heartbeat), the
+/// silent leader is removed at its session timeout, not at the 30 s rebalance deadline, and the
+/// join phase completes at once with the member that did join, which leads the new generation.
+#[test]
+fn a_silent_leader_expires_at_its_session_timeout_during_a_rebalance() {
+    let mut h = Harness::new(config());
+    let a = stable_one_member(&mut h); // synced at t=0, session 10 s
+    h.now = 1_000;
+    let (_, e) = h.request(7, join("", None, &range()));
+    let c = join_response(only_response(&e)).member_id.to_string();
+    let (_, e) = h.request(7, join(&c, None, &range()));
+    assert!(responses(&e).is_empty(), "c waits for a to rejoin");
+    assert_eq!(h.c.group_state(GROUP), Some("PreparingRebalance"));
+    assert_eq!(h.c.next_deadline(), Some(10_000), "a's session, before the rebalance deadline");
+    let e = h.advance(9_000);
+    let r = join_response(only_response(&e));
+    assert_eq!((r.error_code, r.generation_id), (NONE, 2));
+    assert_eq!(r.leader.as_str(), c, "the remaining member leads");
+    assert_eq!(r.members.len(), 1);
+    let (_, e) = h.request(3, heartbeat(&a, 1, None));
+    assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+}
