@@ -540,7 +540,11 @@ fn a_silent_leader_expires_at_its_session_timeout_during_a_rebalance() {
     let (_, e) = h.request(7, join(&c, None, &range()));
     assert!(responses(&e).is_empty(), "c waits for a to rejoin");
     assert_eq!(h.c.group_state(GROUP), Some("PreparingRebalance"));
-    assert_eq!(h.c.next_deadline(), Some(10_000), "a's session, before the rebalance deadline");
+    assert_eq!(
+        h.c.next_deadline(),
+        Some(10_000),
+        "a's session, before the rebalance deadline"
+    );
     let e = h.advance(9_000);
     let r = join_response(only_response(&e));
     assert_eq!((r.error_code, r.generation_id), (NONE, 2));
