@@ -244,6 +244,16 @@ enum Completion {
     },
     /// One group of a DeleteGroups request.
     DeleteGroup { batch: u64, index: usize },
+    /// A static member's new id (KIP-345) is durable: answer its JoinGroup with `response`;
+    /// on failure put `previous` (the replaced member) back and answer the error.
+    StaticRejoin {
+        group_id: String,
+        reply: Reply,
+        response: Box<Effect>,
+        new_id: String,
+        previous: Box<group::Member>,
+        previous_leader: Option<String>,
+    },
     /// Nothing waits (expiry tombstones, empty-group metadata).
     Nothing,
 }
@@ -520,8 +530,7 @@ impl GroupCoordinator {
         token
     }
 
-    /// Writes the group's metadata, nobody waiting (a group that became Empty, a static
-    /// member's new id). With no room it is skipped and counted: the durable record stays the
+    /// Writes the group's metadata, nobody waiting (a group that became Empty). With no room it is skipped and counted: the durable record stays the
     /// previous generation's, which is safe (a coordinator that loads it hands out only later
     /// generations, and members it brings back expire after their session timeout), only
     /// staler.

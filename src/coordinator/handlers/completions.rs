@@ -19,6 +19,28 @@ impl GroupCoordinator {
         };
         match completion {
             Completion::Nothing => {}
+            Completion::StaticRejoin {
+                group_id,
+                reply,
+                response,
+                new_id,
+                previous,
+                previous_leader,
+            } => match result {
+                Ok(()) => effects.push(*response),
+                Err(e) => {
+                    let old = *previous;
+                    self.revert_static_rejoin(
+                        now,
+                        &group_id,
+                        &new_id,
+                        old,
+                        previous_leader,
+                        effects,
+                    );
+                    effects.push(join_error(reply, e.group_error_code(), ""));
+                }
+            },
             Completion::OffsetCommit {
                 reply,
                 group_id,
@@ -86,6 +108,48 @@ impl GroupCoordinator {
                 }
             }
         }
+    }
+
+    /// Kafka's revert of a static member whose new id could not be persisted: if the
+    /// instance still maps to `new_id`, the previous member (old id, the assignment the new
+    /// one holds now) takes its place again with a fresh session.
+    fn revert_static_rejoin(
+        &mut self,
+        now: Millis,
+        group_id: &str,
+        new_id: &str,
+        mut previous: Member,
+        previous_leader: Option<String>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        let Some(instance) = previous.group_instance_id.clone() else {
+            return;
+        };
+        if group.static_members.get(&instance).map(String::as_str) != Some(new_id) {
+            return;
+        }
+        let Some(mut replacement) = group.members.remove(new_id) else {
+            return;
+        };
+        // Nobody knows the new id before its JoinGroup is answered; fail anything under it.
+        if let Some(r) = replacement.awaiting_join.take() {
+            effects.push(join_error(r, error_code::UNKNOWN_MEMBER_ID, new_id));
+        }
+        if let Some(r) = replacement.awaiting_sync.take() {
+            effects.push(sync_error(r, error_code::UNKNOWN_MEMBER_ID));
+        }
+        previous.assignment = replacement.assignment;
+        previous.heartbeat_deadline_ms = now + previous.session_timeout_ms as i64;
+        if group.leader.as_deref() == Some(new_id) {
+            group.leader = previous_leader;
+        }
+        group
+            .static_members
+            .insert(instance, previous.member_id.clone());
+        group.members.insert(previous.member_id.clone(), previous);
     }
 
     pub(super) fn sync_completed(

@@ -304,11 +304,12 @@ impl GroupCoordinator {
         if let Some(r) = old.awaiting_sync.take() {
             effects.push(sync_error(r, error_code::FENCED_INSTANCE_ID));
         }
-        let old_leader = group.leader.clone().unwrap_or_default();
+        let previous_leader = group.leader.clone();
+        let old_leader = previous_leader.clone().unwrap_or_default();
         if old_leader == old_id {
             group.leader = Some(member.member_id.clone());
         }
-        member.assignment = old.assignment;
+        member.assignment = old.assignment.clone();
         let new_id = member.member_id.clone();
         if let Some(instance) = &member.group_instance_id {
             group
@@ -331,9 +332,23 @@ impl GroupCoordinator {
                     // syncs to get its kept assignment.
                     group.join_response_as(reply, &new_id, &old_leader, false)
                 };
-                effects.push(response);
-                // The new member id must survive a coordinator failover.
-                self.persist_group_metadata(group_id, effects);
+                // KIP-345: answered only once the new member id is durable (it must survive a
+                // coordinator failover); a failed write reverts the replacement.
+                let record = Record::Group {
+                    group_id: group_id.to_string(),
+                    value: Some(group.to_record(None)),
+                }
+                .encode();
+                let partition = group.partition;
+                let completion = Completion::StaticRejoin {
+                    group_id: group_id.to_string(),
+                    reply,
+                    response: Box::new(response),
+                    new_id,
+                    previous: Box::new(old),
+                    previous_leader,
+                };
+                self.persist(partition, vec![record], completion, effects);
             }
             GroupState::PreparingRebalance => {
                 let m = group.members.get_mut(&new_id).expect("just inserted");

@@ -218,14 +218,19 @@ fn kip_345_static_member_rejoin_keeps_generation_and_fences_the_old_id() {
     // The static follower restarts with an empty member id: same generation, a new id, its
     // assignment kept, no rebalance.
     let (_, e) = h.request(5, join("", Some("i2"), &range()));
-    let r = join_response(only_response(&e));
+    assert!(
+        responses(&e).is_empty(),
+        "answered once the new id is durable"
+    );
+    assert_eq!(persists(&e).len(), 1, "the new member id is persisted");
+    let done = h.complete_all(&e);
+    let r = join_response(only_response(&done));
     assert_eq!(r.error_code, NONE);
     assert_eq!(r.generation_id, 2);
     assert_eq!(r.leader.as_str(), leader);
     let new_id = r.member_id.to_string();
     assert_ne!(new_id, follower);
     assert_eq!(h.c.group_state(GROUP), Some("Stable"));
-    assert_eq!(persists(&e).len(), 1, "the new member id is persisted");
     let (_, e) = h.request(3, sync(&new_id, 2, &[]));
     assert_eq!(
         sync_response(only_response(&e)).assignment,
@@ -269,7 +274,12 @@ fn kip_345_restarted_static_leader_keeps_generation_without_rebalance() {
         let (leader, follower) = stable_static_pair(&mut h);
         // The leader restarts: empty member id, same instance, same protocols.
         let (_, e) = h.request(version, join("", Some("i1"), &range()));
-        let r = join_response(only_response(&e));
+        assert!(
+            responses(&e).is_empty(),
+            "v{version}: answered once durable"
+        );
+        let done = h.complete_all(&e);
+        let r = join_response(only_response(&done));
         assert_eq!(r.error_code, NONE, "v{version}");
         assert_eq!(r.generation_id, 2, "v{version}: no new generation");
         let new_id = r.member_id.to_string();
@@ -552,4 +562,49 @@ fn a_silent_leader_expires_at_its_session_timeout_during_a_rebalance() {
     assert_eq!(r.members.len(), 1);
     let (_, e) = h.request(3, heartbeat(&a, 1, None));
     assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+}
+
+/// KIP-345 as Kafka does it: a static member's rejoin in Stable is answered only once its new
+/// member id is durable; if that write fails, the replacement is reverted (the old id is the
+/// member again, keeps its assignment and is no longer fenced) and the rejoin gets the error.
+#[test]
+fn kip_345_static_rejoin_whose_write_fails_is_reverted() {
+    let mut h = Harness::new(config());
+    let (leader, follower) = stable_static_pair(&mut h);
+    let (_, e) = h.request(5, join("", Some("i1"), &range()));
+    assert!(responses(&e).is_empty());
+    // Meanwhile the old identity is fenced, as in Kafka.
+    let (_, hb) = h.request(3, heartbeat(&leader, 2, Some("i1")));
+    assert_eq!(error_of(only_response(&hb)), FENCED_INSTANCE_ID);
+    let failed = h.fail_first_persist(&e, PersistError::Unavailable);
+    let r = join_response(only_response(&failed));
+    assert_eq!(r.error_code, COORDINATOR_NOT_AVAILABLE);
+    assert_eq!(r.member_id.as_str(), "");
+    // Reverted: the old leader id is the member again, with its assignment, still leading.
+    let (_, hb) = h.request(3, heartbeat(&leader, 2, Some("i1")));
+    assert_eq!(error_of(only_response(&hb)), NONE);
+    let (_, e) = h.request(3, sync(&leader, 2, &[]));
+    assert_eq!(
+        sync_response(only_response(&e)).assignment,
+        Bytes::from_static(b"1")
+    );
+    let ResponseKind::DescribeGroups(d) = only_response(&describe(&mut h)).clone() else {
+        unreachable!()
+    };
+    let mut ids: Vec<String> = d.groups[0]
+        .members
+        .iter()
+        .map(|m| m.member_id.to_string())
+        .collect();
+    ids.sort();
+    let mut expected = vec![leader.clone(), follower.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert_eq!(h.c.group_state(GROUP), Some("Stable"));
+}
+
+fn describe(h: &mut Harness) -> Vec<Effect> {
+    let mut r = DescribeGroupsRequest::default();
+    r.groups = vec![GroupId(s(GROUP))];
+    h.request(5, GroupRequest::DescribeGroups(r)).1
 }

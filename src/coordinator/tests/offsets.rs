@@ -302,8 +302,9 @@ fn kip_345_commit_with_a_stale_static_identity_is_fenced() {
     let old = join_response(only_response(&e)).member_id.to_string();
     let (_, e) = h.request(3, sync(&old, 1, &[(&old, b"1")]));
     h.complete_all(&e);
-    // The leader restarts: a new id and a rebalance (a static leader is not replaced in place).
+    // The leader restarts: a new id, answered once it is durable.
     let (_, e) = h.request(5, join("", Some("i1"), &range()));
+    let e = h.complete_all(&e);
     let new_id = join_response(only_response(&e)).member_id.to_string();
     assert_ne!(new_id, old);
     let mut request = commit(&old, 1, 0, 5);
