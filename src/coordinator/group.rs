@@ -81,6 +81,9 @@ pub(crate) struct Group {
     /// PreparingRebalance of a group that was Empty: the join phase does not complete before
     /// this (group.initial.rebalance.delay.ms). None once passed.
     pub join_not_before_ms: Option<Millis>,
+    /// A new member joined while the initial delay ran: when it passes, the delay starts
+    /// again (Kafka's InitialDelayedJoin), never past the rebalance deadline.
+    pub joined_during_delay: bool,
     /// CompletingRebalance: the leader's assignment, being persisted.
     pub pending_assignment: Option<BTreeMap<String, Bytes>>,
 }
@@ -102,6 +105,7 @@ impl Group {
             offsets: BTreeMap::new(),
             rebalance_deadline_ms: None,
             join_not_before_ms: None,
+            joined_during_delay: false,
             pending_assignment: None,
         }
     }

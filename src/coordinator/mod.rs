@@ -133,24 +133,41 @@ pub enum GroupRequest {
 /// Why a persist failed, as the node saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PersistError {
-    /// This node no longer leads the partition.
+    /// This node no longer leads the partition (Kafka's NOT_LEADER_OR_FOLLOWER, or
+    /// UNKNOWN_TOPIC_OR_PARTITION when the partition is gone).
     NotLeader,
-    /// Not enough in-sync replicas, or the write timed out.
+    /// Not enough in-sync replicas, or the write was not durable within
+    /// offsets.commit.timeout.ms (NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT).
     Unavailable,
-    /// The batch was larger than the partition accepts.
+    /// The batch was larger than the partition accepts (MESSAGE_TOO_LARGE,
+    /// RECORD_LIST_TOO_LARGE).
     TooLarge,
-    /// A storage error.
+    /// The log could not be written (KAFKA_STORAGE_ERROR: a failed write or fsync took the
+    /// partition offline).
     Storage,
 }
 
 impl PersistError {
-    /// Kafka's mapping of append errors to coordinator errors.
-    fn error_code(self) -> i16 {
+    /// The code for a failed write of offsets (OffsetCommit, and the offset tombstones of
+    /// OffsetDelete and DeleteGroups), as Kafka's GroupMetadataManager.storeOffsets maps append
+    /// errors: NOT_ENOUGH_REPLICAS and REQUEST_TIMED_OUT -> COORDINATOR_NOT_AVAILABLE (the
+    /// client retries), NOT_LEADER_OR_FOLLOWER and KAFKA_STORAGE_ERROR -> NOT_COORDINATOR
+    /// (the client looks the coordinator up again), too large -> INVALID_COMMIT_OFFSET_SIZE.
+    fn offsets_error_code(self) -> i16 {
         match self {
-            PersistError::NotLeader => error_code::NOT_COORDINATOR,
+            PersistError::NotLeader | PersistError::Storage => error_code::NOT_COORDINATOR,
             PersistError::Unavailable => error_code::COORDINATOR_NOT_AVAILABLE,
             PersistError::TooLarge => error_code::INVALID_COMMIT_OFFSET_SIZE,
-            PersistError::Storage => error_code::UNKNOWN_SERVER_ERROR,
+        }
+    }
+
+    /// The code for a failed write of group metadata (the leader's SyncGroup), as Kafka's
+    /// GroupMetadataManager.storeGroup maps append errors: the same as for offsets, except
+    /// that a record too large is UNKNOWN_SERVER_ERROR (there is no offset to blame).
+    fn group_error_code(self) -> i16 {
+        match self {
+            PersistError::TooLarge => error_code::UNKNOWN_SERVER_ERROR,
+            other => other.offsets_error_code(),
         }
     }
 }
@@ -227,6 +244,16 @@ enum Completion {
     },
     /// One group of a DeleteGroups request.
     DeleteGroup { batch: u64, index: usize },
+    /// A static member's new id (KIP-345) is durable: answer its JoinGroup with `response`;
+    /// on failure put `previous` (the replaced member) back and answer the error.
+    StaticRejoin {
+        group_id: String,
+        reply: Reply,
+        response: Box<Effect>,
+        new_id: String,
+        previous: Box<group::Member>,
+        previous_leader: Option<String>,
+    },
     /// Nothing waits (expiry tombstones, empty-group metadata).
     Nothing,
 }
@@ -244,8 +271,10 @@ struct PendingDeleteGroups {
     response: kafka_protocol::messages::DeleteGroupsResponse,
 }
 
-/// Upper bound on persists awaiting completion; the node applies backpressure beyond it by
-/// not reading further requests (a commit over the bound is answered COORDINATOR_NOT_AVAILABLE).
+/// Upper bound on persists awaiting completion, of every kind. A request whose write would
+/// exceed it is refused with COORDINATOR_NOT_AVAILABLE (retriable: the client backs off and
+/// retries) before anything changes; a write nobody waits for is put off (offset expiry
+/// retries at its next check) or skipped (see [`GroupCoordinator::persist_group_metadata`]).
 pub const MAX_PENDING_PERSISTS: usize = 100_000;
 
 pub struct GroupCoordinator {
@@ -258,6 +287,10 @@ pub struct GroupCoordinator {
     next_batch: u64,
     rng_state: u64,
     next_retention_check_ms: Option<Millis>,
+    /// The bound on `pending`: MAX_PENDING_PERSISTS, lowered only by tests.
+    max_pending_persists: usize,
+    /// Fire-and-forget metadata writes skipped because `pending` was full.
+    skipped_metadata_writes: u64,
 }
 
 impl GroupCoordinator {
@@ -273,7 +306,25 @@ impl GroupCoordinator {
             next_batch: 1,
             rng_state,
             next_retention_check_ms: None,
+            max_pending_persists: MAX_PENDING_PERSISTS,
+            skipped_metadata_writes: 0,
         }
+    }
+
+    /// Lowers the bound on persists awaiting completion (tests reach it without 100 000
+    /// writes); never above MAX_PENDING_PERSISTS, which the node sizes its queues by.
+    pub fn set_max_pending_persists(&mut self, bound: usize) {
+        self.max_pending_persists = bound.min(MAX_PENDING_PERSISTS);
+    }
+
+    /// Persists awaiting completion.
+    pub fn pending_persists(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Fire-and-forget group metadata writes skipped because too many persists were pending.
+    pub fn skipped_metadata_writes(&self) -> u64 {
+        self.skipped_metadata_writes
     }
 
     pub fn config(&self) -> &CoordinatorConfig {
@@ -414,7 +465,7 @@ impl GroupCoordinator {
                 assert!(self.pending_delete_groups.contains_key(batch));
             }
         }
-        assert!(self.pending.len() <= MAX_PENDING_PERSISTS);
+        assert!(self.pending.len() <= self.max_pending_persists);
     }
 
     /// Read access for tests and the CLI: the group's state name, if the group exists.
@@ -448,6 +499,14 @@ impl GroupCoordinator {
         z ^ (z >> 31)
     }
 
+    /// Whether `writes` more persists fit under the bound. Every caller asks before it changes
+    /// any state, so a refused request leaves the group as it was.
+    fn has_persist_room(&self, writes: usize) -> bool {
+        self.pending.len() + writes <= self.max_pending_persists
+    }
+
+    /// Emits a persist. The caller has checked [`Self::has_persist_room`]; exceeding the bound
+    /// is a programmer error.
     fn persist(
         &mut self,
         partition: i32,
@@ -455,6 +514,11 @@ impl GroupCoordinator {
         completion: Completion,
         effects: &mut Vec<Effect>,
     ) -> PersistToken {
+        assert!(
+            self.has_persist_room(1),
+            "persist over the bound of {} pending",
+            self.max_pending_persists
+        );
         let token = self.next_token;
         self.next_token += 1;
         self.pending.insert(token, completion);
@@ -466,7 +530,15 @@ impl GroupCoordinator {
         token
     }
 
+    /// Writes the group's metadata, nobody waiting (a group that became Empty). With no room it is skipped and counted: the durable record stays the
+    /// previous generation's, which is safe (a coordinator that loads it hands out only later
+    /// generations, and members it brings back expire after their session timeout), only
+    /// staler.
     fn persist_group_metadata(&mut self, group_id: &str, effects: &mut Vec<Effect>) {
+        if !self.has_persist_room(1) {
+            self.skipped_metadata_writes += 1;
+            return;
+        }
         if let Some(group) = self.groups.get(group_id) {
             let record = Record::Group {
                 group_id: group_id.to_string(),

@@ -121,6 +121,15 @@ impl Node {
                 .cloned()
                 .unwrap_or_default(),
         };
+        // RUST_LOG=karst::node::groups=debug traces every group request and answer (the
+        // evidence for a rebalance that goes wrong with a real client).
+        tracing::debug!(
+            connection = token.connection_id,
+            correlation_id = token.correlation_id,
+            version = context.api_version,
+            request = ?group_request,
+            "group request"
+        );
         self.drive_coordinator(
             now,
             coordinator::Input::Request {
@@ -347,6 +356,12 @@ impl Node {
                 api_version,
                 response,
             } => {
+                tracing::debug!(
+                    connection = token.connection_id,
+                    correlation_id = token.correlation_id,
+                    ?response,
+                    "group answer"
+                );
                 // Absent when the connection closed meanwhile: nobody to answer.
                 if let Some(waiting) = self.in_flight.remove(&token) {
                     respond(

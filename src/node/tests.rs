@@ -199,8 +199,8 @@ fn a_durable_commit_is_answered_after_its_fsync() {
     assert_eq!(harness.fetched_offset(), 42);
 }
 
-/// A failed fsync fails the commit (PersistError::Storage -> UNKNOWN_SERVER_ERROR) and the
-/// offset is never visible.
+/// A failed fsync fails the commit (PersistError::Storage, Kafka's KAFKA_STORAGE_ERROR ->
+/// NOT_COORDINATOR as GroupMetadataManager maps it) and the offset is never visible.
 #[test]
 fn a_failed_fsync_fails_the_commit() {
     let mut harness = Harness::new(&[("log.flush.policy", "durable")]);
@@ -218,7 +218,7 @@ fn a_failed_fsync_fails_the_commit() {
         },
     );
     assert_eq!(effects.len(), 1, "{effects:?}");
-    assert_eq!(commit_code(&effects[0]), (commit_id, -1));
+    assert_eq!(commit_code(&effects[0]), (commit_id, 16));
     assert_eq!(harness.fetched_offset(), -1);
 }
 

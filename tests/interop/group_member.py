@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import queue
 import sys
 import threading
@@ -54,123 +56,50 @@ def stdin_commands() -> queue.Queue:
     return q
 
 
-def run_confluent(args, commands: queue.Queue):
-    import confluent_kafka
-    from confluent_kafka import TopicPartition
-
-    conf = {
-        "bootstrap.servers": args.bootstrap, "group.id": args.group,
-        "session.timeout.ms": args.session_timeout_ms,
-        "heartbeat.interval.ms": args.heartbeat_interval_ms,
-        "max.poll.interval.ms": max(args.session_timeout_ms, 10000),
-        "auto.offset.reset": args.auto_offset_reset,
-        "enable.auto.commit": False, "enable.partition.eof": False,
-        "topic.metadata.refresh.interval.ms": 1000,
-        "log_level": 3,
-    }
-    if args.assignor:
-        conf["partition.assignment.strategy"] = args.assignor
-    if args.instance_id:
-        conf["group.instance.id"] = args.instance_id
-    consumer = confluent_kafka.Consumer(conf)
-    held = [args.hold]
-
-    def on_assign(c, partitions):
-        if args.assignor == "cooperative-sticky":
-            # KIP-429: partitions are added to the current assignment.
-            c.incremental_assign(partitions)
-        else:
-            c.assign(partitions)
-        if held[0] and partitions:
-            c.pause(partitions)
-
-    def on_revoke(_c, partitions):
-        # The library unassigns (eager) or incrementally unassigns (cooperative) after this.
-        emit(ev="revoked", p=sorted(tp.partition for tp in partitions))
-
-    consumer.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke)
-    emit(ev="ready")
-    last = None
-    deadline = time.monotonic() + args.lifetime_s
-    while time.monotonic() < deadline:
-        for msg in consumer.consume(num_messages=1000, timeout=0.05):
-            if msg.error() is not None:
-                emit(ev="error", msg=str(msg.error()))
-            else:
-                emit(ev="rec", p=msg.partition(), o=msg.offset())
-        now = sorted(tp.partition for tp in consumer.assignment())
-        if now != last:
-            last = now
-            emit(ev="assigned", p=now)
-        try:
-            cmd = commands.get_nowait()
-        except queue.Empty:
-            continue
-        if cmd == "go":
-            held[0] = False
-            consumer.resume(consumer.assignment())
-        elif cmd.startswith("commit "):
-            offsets = json.loads(cmd[len("commit "):])
-            consumer.commit(offsets=[TopicPartition(args.topic, int(p), o)
-                                     for p, o in offsets.items()], asynchronous=False)
-            got = consumer.committed([TopicPartition(args.topic, p)
-                                      for p in range(args.partitions)], timeout=10)
-            emit(ev="committed", offsets={str(tp.partition): tp.offset for tp in got})
-        elif cmd == "close":
-            consumer.close()
-            emit(ev="closed")
-            return
-    emit(ev="error", msg="lifetime over")
-    consumer.close()
-
-
-def run_kafka_python(args, commands: queue.Queue):
-    from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-    from kafka.coordinator.assignors.range import RangePartitionAssignor
-    from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-
-    extra = {}
-    if args.api_version:
-        extra["api_version"] = tuple(int(x) for x in args.api_version.split("."))
-    if args.assignor == "roundrobin":
-        extra["partition_assignment_strategy"] = (RoundRobinPartitionAssignor,)
-    elif args.assignor == "range":
-        extra["partition_assignment_strategy"] = (RangePartitionAssignor,)
-    if args.instance_id:
-        extra["group_instance_id"] = args.instance_id
-    consumer = KafkaConsumer(
+def python_client_config(args) -> dict:
+    """The settings kafka-python's and aiokafka's consumers share (same names)."""
+    return dict(
         bootstrap_servers=args.bootstrap, group_id=args.group,
         session_timeout_ms=args.session_timeout_ms,
         heartbeat_interval_ms=args.heartbeat_interval_ms,
         max_poll_interval_ms=max(args.session_timeout_ms, 10000),
         auto_offset_reset=args.auto_offset_reset, enable_auto_commit=False,
-        request_timeout_ms=max(args.session_timeout_ms + 5000, 30000),
-        metadata_max_age_ms=1000, **extra)
-    held = [args.hold]
+        metadata_max_age_ms=1000)
 
-    class Listener(ConsumerRebalanceListener):
+
+def rebalance_listener(base, member, consumer):
+    """kafka-python's and aiokafka's listener (same interface): reports revocations and pauses
+    what is assigned while the member is held."""
+
+    class Listener(base):
         def on_partitions_revoked(self, revoked):
             emit(ev="revoked", p=sorted(tp.partition for tp in revoked))
 
         def on_partitions_assigned(self, assigned):
-            if held[0] and assigned:
+            if member.held and assigned:
                 consumer.pause(*assigned)
 
-    consumer.subscribe([args.topic], listener=Listener())
+    return Listener()
+
+
+def serve(client, commands: queue.Queue, lifetime_s: float):
+    """The loop every client shares: poll, report records and assignment changes, obey
+    commands, until `close` or the lifetime is over. `client` is one of the adapters below:
+    poll() -> [(partition, offset)], assignment() -> sorted partitions, resume() (held
+    partitions), commit({partition: offset}) -> {"partition": committed offset}, close()."""
     emit(ev="ready")
     last = None
-    deadline = time.monotonic() + args.lifetime_s
+    deadline = time.monotonic() + lifetime_s
     while time.monotonic() < deadline:
         try:
-            polled = consumer.poll(timeout_ms=50, max_records=1000)
+            records = client.poll()
         except Exception as e:  # e.g. a group error answer: reported, then poll again
             emit(ev="error", msg=f"poll: {type(e).__name__}: {e}")
             time.sleep(0.1)
-            polled = {}
-        for tp, msgs in polled.items():
-            for m in msgs:
-                emit(ev="rec", p=tp.partition, o=m.offset)
-        now = sorted(tp.partition for tp in consumer.assignment())
+            records = []
+        for p, o in records:
+            emit(ev="rec", p=p, o=o)
+        now = client.assignment()
         if now != last:
             last = now
             emit(ev="assigned", p=now)
@@ -179,103 +108,235 @@ def run_kafka_python(args, commands: queue.Queue):
         except queue.Empty:
             continue
         if cmd == "go":
-            held[0] = False
-            consumer.resume(*consumer.assignment())
+            client.held = False
+            client.resume()
         elif cmd.startswith("commit "):
-            from kafka.structs import OffsetAndMetadata
-            offsets = json.loads(cmd[len("commit "):])
-            consumer.commit({TopicPartition(args.topic, int(p)): OffsetAndMetadata(o, "", -1)
-                             for p, o in offsets.items()})
-            got = {str(p): consumer.committed(TopicPartition(args.topic, p))
-                   for p in range(args.partitions)}
-            emit(ev="committed", offsets={p: (-1001 if o is None else o)
-                                          for p, o in got.items()})
+            offsets = {int(p): o for p, o in json.loads(cmd[len("commit "):]).items()}
+            emit(ev="committed", offsets=client.commit(offsets))
         elif cmd == "close":
-            consumer.close()
+            client.close()
             emit(ev="closed")
             return
     emit(ev="error", msg="lifetime over")
-    consumer.close()
+    client.close()
 
 
-def run_aiokafka(args, commands: queue.Queue):
-    import asyncio
+class ConfluentClient:
+    def __init__(self, args):
+        import confluent_kafka
+        from confluent_kafka import TopicPartition
 
-    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+        self.args = args
+        self.TopicPartition = TopicPartition
+        conf = {
+            "bootstrap.servers": args.bootstrap, "group.id": args.group,
+            "session.timeout.ms": args.session_timeout_ms,
+            "heartbeat.interval.ms": args.heartbeat_interval_ms,
+            "max.poll.interval.ms": max(args.session_timeout_ms, 10000),
+            "auto.offset.reset": args.auto_offset_reset,
+            "enable.auto.commit": False, "enable.partition.eof": False,
+            "topic.metadata.refresh.interval.ms": 1000,
+            "log_level": 3,
+        }
+        if args.assignor:
+            conf["partition.assignment.strategy"] = args.assignor
+        if args.instance_id:
+            conf["group.instance.id"] = args.instance_id
+        self.consumer = confluent_kafka.Consumer(conf)
+        self.held = args.hold
 
-    async def main():
+        def on_assign(c, partitions):
+            if args.assignor == "cooperative-sticky":
+                # KIP-429: partitions are added to the current assignment.
+                c.incremental_assign(partitions)
+            else:
+                c.assign(partitions)
+            if self.held and partitions:
+                c.pause(partitions)
+
+        def on_revoke(_c, partitions):
+            # The library unassigns (eager) or incrementally unassigns (cooperative) after this.
+            emit(ev="revoked", p=sorted(tp.partition for tp in partitions))
+
+        self.consumer.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke)
+
+    def poll(self):
+        out = []
+        for msg in self.consumer.consume(num_messages=1000, timeout=0.05):
+            if msg.error() is not None:
+                emit(ev="error", msg=str(msg.error()))
+            else:
+                out.append((msg.partition(), msg.offset()))
+        return out
+
+    def assignment(self):
+        return sorted(tp.partition for tp in self.consumer.assignment())
+
+    def resume(self):
+        self.consumer.resume(self.consumer.assignment())
+
+    def commit(self, offsets):
+        tp = self.TopicPartition
+        self.consumer.commit(offsets=[tp(self.args.topic, p, o) for p, o in offsets.items()],
+                             asynchronous=False)
+        got = self.consumer.committed([tp(self.args.topic, p)
+                                       for p in range(self.args.partitions)], timeout=10)
+        return {str(t.partition): t.offset for t in got}
+
+    def close(self):
+        self.consumer.close()
+
+
+class KafkaPythonClient:
+    def __init__(self, args):
+        from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+        from kafka.coordinator.assignors.range import RangePartitionAssignor
+        from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+        from kafka.structs import OffsetAndMetadata
+
+        self.args = args
+        self.TopicPartition = TopicPartition
+        self.OffsetAndMetadata = OffsetAndMetadata
+        extra = {}
+        if args.api_version:
+            extra["api_version"] = tuple(int(x) for x in args.api_version.split("."))
+        if args.assignor == "roundrobin":
+            extra["partition_assignment_strategy"] = (RoundRobinPartitionAssignor,)
+        elif args.assignor == "range":
+            extra["partition_assignment_strategy"] = (RangePartitionAssignor,)
+        if args.instance_id:
+            extra["group_instance_id"] = args.instance_id
+        consumer = KafkaConsumer(
+            request_timeout_ms=max(args.session_timeout_ms + 5000, 30000),
+            **python_client_config(args), **extra)
+        self.consumer = consumer
+        self.held = args.hold
+        consumer.subscribe([args.topic],
+                           listener=rebalance_listener(ConsumerRebalanceListener, self, consumer))
+        # kafka-python 3.0.12 can strand a member for good (no heartbeats, no assignment,
+        # never rejoins) when it joins before it knows the topic's partitions: the leader
+        # assigns nothing, the metadata that arrives next makes need_rejoin() true only through
+        # the leader's assignment snapshot, the leader's _perform_assignment updates that
+        # snapshot mid-rebalance, and if poll()'s timeout ends before the SyncGroup answer the
+        # finished join is never collected (join_group_async sees need_rejoin() false and
+        # returns). The same happens against Kafka with group.initial.rebalance.delay.ms=0;
+        # Kafka's default delay (3 s) usually hides it. Learning the topic's partitions before
+        # the first poll (what the delay gives in practice) removes the trigger. Bounded: the
+        # member's lifetime.
+        known_by = time.monotonic() + args.lifetime_s
+        while not consumer.partitions_for_topic(args.topic):
+            if time.monotonic() > known_by:
+                raise RuntimeError(f"no partitions known for {args.topic}")
+            time.sleep(0.05)
+
+    def poll(self):
+        polled = self.consumer.poll(timeout_ms=50, max_records=1000)
+        return [(tp.partition, m.offset) for tp, msgs in polled.items() for m in msgs]
+
+    def assignment(self):
+        return sorted(tp.partition for tp in self.consumer.assignment())
+
+    def resume(self):
+        self.consumer.resume(*self.consumer.assignment())
+
+    def commit(self, offsets):
+        tp = self.TopicPartition
+        self.consumer.commit({tp(self.args.topic, p): self.OffsetAndMetadata(o, "", -1)
+                              for p, o in offsets.items()})
+        got = {str(p): self.consumer.committed(tp(self.args.topic, p))
+               for p in range(self.args.partitions)}
+        return {p: (-1001 if o is None else o) for p, o in got.items()}
+
+    def close(self):
+        self.consumer.close()
+
+
+class AiokafkaClient:
+    """aiokafka on its own event loop in a background thread (so its heartbeats run all the
+    time); every consumer call is made on that loop and waited for, bounded."""
+
+    CALL_TIMEOUT_S = 60
+
+    def __init__(self, args):
+        import asyncio
+
+        self.args = args
+        self.asyncio = asyncio
+        self.held = args.hold
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.consumer = self.call(self._start())
+
+    def call(self, coroutine):
+        future = self.asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return future.result(timeout=self.CALL_TIMEOUT_S)
+
+    async def _start(self):
+        from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+
+        args = self.args
         extra = {}
         if args.api_version:
             extra["api_version"] = args.api_version
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=args.bootstrap, group_id=args.group,
-            session_timeout_ms=args.session_timeout_ms,
-            heartbeat_interval_ms=args.heartbeat_interval_ms,
-            max_poll_interval_ms=max(args.session_timeout_ms, 10000),
-            auto_offset_reset=args.auto_offset_reset, enable_auto_commit=False,
-            metadata_max_age_ms=1000, **extra)
-        held = [args.hold]
-
-        class Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked):
-                emit(ev="revoked", p=sorted(tp.partition for tp in revoked))
-
-            def on_partitions_assigned(self, assigned):
-                if held[0] and assigned:
-                    consumer.pause(*assigned)
-
-        consumer.subscribe([args.topic], listener=Listener())
+        consumer = AIOKafkaConsumer(**python_client_config(args), **extra)
+        consumer.subscribe([args.topic],
+                           listener=rebalance_listener(ConsumerRebalanceListener, self, consumer))
         await consumer.start()
-        emit(ev="ready")
-        last = None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + args.lifetime_s
-        try:
-            while loop.time() < deadline:
-                try:
-                    batch = await consumer.getmany(timeout_ms=50, max_records=1000)
-                except Exception as e:  # reported, then poll again
-                    emit(ev="error", msg=f"getmany: {type(e).__name__}: {e}")
-                    await asyncio.sleep(0.1)
-                    batch = {}
-                for tp, msgs in batch.items():
-                    for m in msgs:
-                        emit(ev="rec", p=tp.partition, o=m.offset)
-                now = sorted(tp.partition for tp in consumer.assignment())
-                if now != last:
-                    last = now
-                    emit(ev="assigned", p=now)
-                try:
-                    cmd = commands.get_nowait()
-                except queue.Empty:
-                    continue
-                if cmd == "go":
-                    held[0] = False
-                    consumer.resume(*consumer.assignment())
-                elif cmd.startswith("commit "):
-                    offsets = json.loads(cmd[len("commit "):])
-                    await consumer.commit({TopicPartition(args.topic, int(p)):
-                                           OffsetAndMetadata(o, "") for p, o in offsets.items()})
-                    got = {}
-                    for p in range(args.partitions):
-                        o = await consumer.committed(TopicPartition(args.topic, p))
-                        got[str(p)] = -1001 if o is None else o
-                    emit(ev="committed", offsets=got)
-                elif cmd == "close":
-                    break
-            else:
-                emit(ev="error", msg="lifetime over")
-        finally:
-            await consumer.stop()
-        emit(ev="closed")
+        return consumer
 
-    asyncio.run(main())
+    async def _poll(self):
+        batch = await self.consumer.getmany(timeout_ms=50, max_records=1000)
+        return [(tp.partition, m.offset) for tp, msgs in batch.items() for m in msgs]
+
+    async def _assignment(self):
+        return sorted(tp.partition for tp in self.consumer.assignment())
+
+    async def _resume(self):
+        self.consumer.resume(*self.consumer.assignment())
+
+    async def _commit(self, offsets):
+        from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+        await self.consumer.commit({TopicPartition(self.args.topic, p): OffsetAndMetadata(o, "")
+                                    for p, o in offsets.items()})
+        got = {}
+        for p in range(self.args.partitions):
+            o = await self.consumer.committed(TopicPartition(self.args.topic, p))
+            got[str(p)] = -1001 if o is None else o
+        return got
+
+    def poll(self):
+        return self.call(self._poll())
+
+    def assignment(self):
+        return self.call(self._assignment())
+
+    def resume(self):
+        self.call(self._resume())
+
+    def commit(self, offsets):
+        return self.call(self._commit(offsets))
+
+    def close(self):
+        try:
+            self.call(self.consumer.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+CLIENTS = {"confluent": ConfluentClient, "kafka-python": KafkaPythonClient,
+           "aiokafka": AiokafkaClient}
 
 
 def main():
+    if os.environ.get("KARST_MEMBER_DEBUG"):
+        # The client's own debug log (kafka-python, aiokafka) on stderr, with wall-clock times
+        # to line up with the node's RUST_LOG trace.
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                            format="%(asctime)s.%(msecs)03d %(threadName)s %(name)s %(message)s",
+                            datefmt="%H:%M:%S")
     ap = argparse.ArgumentParser()
-    ap.add_argument("--client", required=True, choices=["confluent", "kafka-python", "aiokafka"])
+    ap.add_argument("--client", required=True, choices=sorted(CLIENTS))
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--group", required=True)
     ap.add_argument("--topic", required=True)
@@ -291,8 +352,7 @@ def main():
     args = ap.parse_args()
     commands = stdin_commands()
     try:
-        {"confluent": run_confluent, "kafka-python": run_kafka_python,
-         "aiokafka": run_aiokafka}[args.client](args, commands)
+        serve(CLIENTS[args.client](args), commands, args.lifetime_s)
     except Exception as e:  # reported to the test, which fails with it
         emit(ev="error", msg=f"{type(e).__name__}: {e}")
         raise

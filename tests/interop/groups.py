@@ -119,8 +119,12 @@ class Member:
             args += ["--instance-id", instance_id]
         if client != "confluent" and cluster.client_api_version:
             args += ["--api-version", cluster.client_api_version]
-        self.stderr = tempfile.NamedTemporaryFile(prefix=f"member-{client}-", suffix=".log",
-                                                  delete=False)
+        # KARST_MEMBER_LOG_DIR keeps every member's stderr there (with KARST_MEMBER_DEBUG=1,
+        # the client's debug log) instead of a temporary file removed at the end.
+        self.keep_log = bool(os.environ.get("KARST_MEMBER_LOG_DIR"))
+        self.stderr = tempfile.NamedTemporaryFile(
+            prefix=f"member-{client}-", suffix=".log", delete=False,
+            dir=os.environ.get("KARST_MEMBER_LOG_DIR") or None)
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True, bufsize=1)
         self.lock = threading.Lock()
@@ -251,6 +255,8 @@ def close_all(members):
                 m.stop_quietly()
     for m in members:
         m.stop_quietly()
+        if m.keep_log:
+            continue
         try:
             os.unlink(m.stderr.name)
         except OSError:

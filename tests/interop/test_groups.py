@@ -110,20 +110,12 @@ def assert_each_exactly_once(got: list[tuple[int, int]], expected: dict[int, ran
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_three_members_split_six_partitions_and_leave_rebalances(cluster, members, client,
-                                                                request):
+def test_three_members_split_six_partitions_and_leave_rebalances(cluster, members, client):
     """JoinGroup/SyncGroup: the leader's assignment (range) is relayed to every member: three
     members on six partitions get two each, disjoint, covering all. LeaveGroup: the group
     rebalances without waiting for the leaver's session timeout to expire (6 s here; Kafka
     completes the rebalance as soon as the remaining members rejoin, librdkafka's mock waits
     up to the session timeout minus 1 s for them)."""
-    if client == "kafka-python" and cluster.kind == "karst":
-        # Seen about one run in ten under CI load (2026-11-22): one kafka-python member of
-        # three stays unassigned for 30 s while the other two split the six partitions. Not
-        # yet explained (coordinator or kafka-python's join backoff); the issue 6 note tracks
-        # it. Not strict, so a pass still shows as XPASS and a failure stays visible.
-        request.applymarker(pytest.mark.xfail(strict=False, reason=(
-            "intermittent: a kafka-python member stays unassigned (under investigation)")))
     session_ms = 6000
     topic = unique_topic("grp3")
     cluster.create_topic(topic, PARTITIONS)

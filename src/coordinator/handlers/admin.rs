@@ -116,6 +116,10 @@ impl GroupCoordinator {
                 Ok(()) => match self.groups.get(&id) {
                     None => error_code::GROUP_ID_NOT_FOUND,
                     Some(g) if g.state != GroupState::Empty => error_code::NON_EMPTY_GROUP,
+                    // No room for its tombstones: the group stays (the client retries).
+                    Some(_) if !self.has_persist_room(to_persist.len() + 1) => {
+                        error_code::COORDINATOR_NOT_AVAILABLE
+                    }
                     Some(_) => {
                         let group = self.groups.remove(&id).expect("group");
                         let mut records: Vec<_> = group
@@ -199,6 +203,11 @@ impl GroupCoordinator {
         let Some(group) = group else {
             return effects.push(respond(reply, ResponseKind::OffsetDelete(response)));
         };
+        if !self.has_persist_room(1) {
+            // No room for the tombstones: nothing is deleted (the client retries).
+            response.error_code = error_code::COORDINATOR_NOT_AVAILABLE;
+            return effects.push(respond(reply, ResponseKind::OffsetDelete(response)));
+        }
         let subscribed = subscribed_topics(group);
         let mut keys = Vec::new();
         for topic in &request.topics {

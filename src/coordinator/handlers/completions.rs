@@ -1,5 +1,7 @@
 //! Persist completions and timers (session, rebalance and KIP-394 expiry, offset retention).
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 impl GroupCoordinator {
@@ -17,6 +19,28 @@ impl GroupCoordinator {
         };
         match completion {
             Completion::Nothing => {}
+            Completion::StaticRejoin {
+                group_id,
+                reply,
+                response,
+                new_id,
+                previous,
+                previous_leader,
+            } => match result {
+                Ok(()) => effects.push(*response),
+                Err(e) => {
+                    let old = *previous;
+                    self.revert_static_rejoin(
+                        now,
+                        &group_id,
+                        &new_id,
+                        old,
+                        previous_leader,
+                        effects,
+                    );
+                    effects.push(join_error(reply, e.group_error_code(), ""));
+                }
+            },
             Completion::OffsetCommit {
                 reply,
                 group_id,
@@ -39,7 +63,7 @@ impl GroupCoordinator {
                     }
                     Err(e) => {
                         for (t, p) in positions {
-                            response.topics[t].partitions[p].error_code = e.error_code();
+                            response.topics[t].partitions[p].error_code = e.offsets_error_code();
                         }
                     }
                 }
@@ -63,7 +87,7 @@ impl GroupCoordinator {
                             }
                         }
                     }
-                    Err(e) => response.error_code = e.error_code(),
+                    Err(e) => response.error_code = e.offsets_error_code(),
                 }
                 effects.push(respond(reply, ResponseKind::OffsetDelete(response)));
             }
@@ -72,7 +96,7 @@ impl GroupCoordinator {
                     return;
                 };
                 if let Err(e) = result {
-                    pending.response.results[index].error_code = e.error_code();
+                    pending.response.results[index].error_code = e.offsets_error_code();
                 }
                 pending.remaining -= 1;
                 if pending.remaining == 0 {
@@ -84,6 +108,48 @@ impl GroupCoordinator {
                 }
             }
         }
+    }
+
+    /// Kafka's revert of a static member whose new id could not be persisted: if the
+    /// instance still maps to `new_id`, the previous member (old id, the assignment the new
+    /// one holds now) takes its place again with a fresh session.
+    fn revert_static_rejoin(
+        &mut self,
+        now: Millis,
+        group_id: &str,
+        new_id: &str,
+        mut previous: Member,
+        previous_leader: Option<String>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        let Some(instance) = previous.group_instance_id.clone() else {
+            return;
+        };
+        if group.static_members.get(&instance).map(String::as_str) != Some(new_id) {
+            return;
+        }
+        let Some(mut replacement) = group.members.remove(new_id) else {
+            return;
+        };
+        // Nobody knows the new id before its JoinGroup is answered; fail anything under it.
+        if let Some(r) = replacement.awaiting_join.take() {
+            effects.push(join_error(r, error_code::UNKNOWN_MEMBER_ID, new_id));
+        }
+        if let Some(r) = replacement.awaiting_sync.take() {
+            effects.push(sync_error(r, error_code::UNKNOWN_MEMBER_ID));
+        }
+        previous.assignment = replacement.assignment;
+        previous.heartbeat_deadline_ms = now + previous.session_timeout_ms as i64;
+        if group.leader.as_deref() == Some(new_id) {
+            group.leader = previous_leader;
+        }
+        group
+            .static_members
+            .insert(instance, previous.member_id.clone());
+        group.members.insert(previous.member_id.clone(), previous);
     }
 
     pub(super) fn sync_completed(
@@ -121,15 +187,29 @@ impl GroupCoordinator {
                     }
                 }
             }
-            Err(e) => {
-                for m in group.members.values_mut() {
-                    if let Some(reply) = m.awaiting_sync.take() {
-                        effects.push(sync_error(reply, e.error_code()));
-                    }
-                }
-                self.prepare_rebalance(now, group_id, effects);
+            Err(e) => self.fail_sync(now, group_id, e.group_error_code(), effects),
+        }
+    }
+
+    /// The leader's assignment cannot be made durable: every member waiting in SyncGroup gets
+    /// `code` and the group rebalances (Kafka's storeGroup error path).
+    pub(super) fn fail_sync(
+        &mut self,
+        now: Millis,
+        group_id: &str,
+        code: i16,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        group.pending_assignment = None;
+        for m in group.members.values_mut() {
+            if let Some(reply) = m.awaiting_sync.take() {
+                effects.push(sync_error(reply, code));
             }
         }
+        self.prepare_rebalance(now, group_id, effects);
     }
 
     // ---- Timers ----------------------------------------------------------------------------
@@ -180,30 +260,63 @@ impl GroupCoordinator {
 
     /// offsets.retention.minutes (KIP-211): offsets of an Empty consumer group expire that long
     /// after the group became empty; offsets of a group without a protocol (simple consumers)
-    /// that long after their commit. An Empty group left without offsets is deleted.
+    /// that long after their commit. KIP-496: in a Stable consumer-protocol group, offsets of
+    /// topics no member subscribes to expire that long after their commit (not at all if a
+    /// member's subscription cannot be parsed). An offset with a commit in flight never
+    /// expires (its tombstone would be appended after the commit and win on reload). An Empty
+    /// group left without offsets is deleted.
     pub(super) fn expire_offsets(&mut self, now: Millis, effects: &mut Vec<Effect>) {
         let retention = self.config.offsets_retention_ms;
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
-            let group = self.groups.get_mut(&id).expect("group");
-            if group.state != GroupState::Empty {
-                continue;
-            }
+            let committing: BTreeSet<(String, i32)> = self
+                .pending
+                .values()
+                .filter_map(|c| match c {
+                    Completion::OffsetCommit {
+                        group_id, offsets, ..
+                    } if *group_id == id => Some(offsets),
+                    _ => None,
+                })
+                .flatten()
+                .map(|(k, _)| (k.topic.clone(), k.partition))
+                .collect();
+            let group = self.groups.get(&id).expect("group");
             let since = group.state_since_ms;
-            let consumer_group = group.protocol_type.is_some();
+            // Which offsets may expire, and from when: None leaves the group alone.
+            let rule: Option<(Option<Vec<String>>, bool)> = match group.state {
+                GroupState::Empty => Some((None, group.protocol_type.is_some())),
+                GroupState::Stable
+                    if group.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE) =>
+                {
+                    subscribed_topics(group).map(|topics| (Some(topics), false))
+                }
+                _ => None,
+            };
+            let Some((subscribed, from_empty)) = rule else {
+                continue;
+            };
             let expired: Vec<(String, i32)> = group
                 .offsets
                 .iter()
-                .filter(|(_, v)| {
-                    let base = if consumer_group {
+                .filter(|(k, v)| {
+                    let base = if from_empty {
                         since.max(v.commit_timestamp_ms)
                     } else {
                         v.commit_timestamp_ms
                     };
                     base.saturating_add(retention) <= now
+                        && !committing.contains(*k)
+                        && subscribed.as_ref().is_none_or(|t| !t.contains(&k.0))
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
+            if !self.has_persist_room(1) {
+                // A full persist queue puts the expiry off to the next check: nothing leaves
+                // memory without its tombstone.
+                continue;
+            }
+            let group = self.groups.get_mut(&id).expect("group");
             let mut records = Vec::new();
             for key in &expired {
                 group.offsets.remove(key);
@@ -220,11 +333,11 @@ impl GroupCoordinator {
                 );
             }
             let partition = group.partition;
-            let pending_commit = self
-                .pending
-                .values()
-                .any(|c| matches!(c, Completion::OffsetCommit { group_id, .. } if *group_id == id));
-            if group.offsets.is_empty() && group.pending_members.is_empty() && !pending_commit {
+            if group.state == GroupState::Empty
+                && group.offsets.is_empty()
+                && group.pending_members.is_empty()
+                && committing.is_empty()
+            {
                 self.groups.remove(&id);
                 records.push(
                     Record::Group {

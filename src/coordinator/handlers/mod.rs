@@ -36,7 +36,7 @@ use super::group::{join_error, respond, sync_error, Group, GroupState, Member, D
 use super::records::{OffsetKey, OffsetValue, Record};
 use super::{
     error_code, Completion, Effect, GroupCoordinator, GroupRequest, PendingDeleteGroups,
-    PersistError, PersistToken, Reply, RequestContext, MAX_PENDING_PERSISTS,
+    PersistError, PersistToken, Reply, RequestContext,
 };
 use crate::Millis;
 
@@ -158,6 +158,15 @@ impl GroupCoordinator {
             let size = group.members.len() + group.pending_members.len();
             if let Some(instance) = &instance_id {
                 if let Some(old_id) = group.static_members.get(instance).cloned() {
+                    if !self.has_persist_room(1) {
+                        // The new member id may have to be persisted; refuse before the old
+                        // identity is fenced (the client retries).
+                        return effects.push(join_error(
+                            reply,
+                            error_code::COORDINATOR_NOT_AVAILABLE,
+                            &member_id,
+                        ));
+                    }
                     // KIP-345: a static member restarting replaces its old identity.
                     let id = self.new_member_id(&context.client_id);
                     let member = new_member(id);
@@ -263,6 +272,9 @@ impl GroupCoordinator {
         }
         group.members.insert(member.member_id.clone(), member);
         if group.state == GroupState::PreparingRebalance {
+            if group.join_not_before_ms.is_some() {
+                group.joined_during_delay = true;
+            }
             self.maybe_complete_join(now, group_id, effects);
         } else {
             self.prepare_rebalance(now, group_id, effects);
@@ -292,11 +304,12 @@ impl GroupCoordinator {
         if let Some(r) = old.awaiting_sync.take() {
             effects.push(sync_error(r, error_code::FENCED_INSTANCE_ID));
         }
-        let old_leader = group.leader.clone().unwrap_or_default();
+        let previous_leader = group.leader.clone();
+        let old_leader = previous_leader.clone().unwrap_or_default();
         if old_leader == old_id {
             group.leader = Some(member.member_id.clone());
         }
-        member.assignment = old.assignment;
+        member.assignment = old.assignment.clone();
         let new_id = member.member_id.clone();
         if let Some(instance) = &member.group_instance_id {
             group
@@ -319,9 +332,23 @@ impl GroupCoordinator {
                     // syncs to get its kept assignment.
                     group.join_response_as(reply, &new_id, &old_leader, false)
                 };
-                effects.push(response);
-                // The new member id must survive a coordinator failover.
-                self.persist_group_metadata(group_id, effects);
+                // KIP-345: answered only once the new member id is durable (it must survive a
+                // coordinator failover); a failed write reverts the replacement.
+                let record = Record::Group {
+                    group_id: group_id.to_string(),
+                    value: Some(group.to_record(None)),
+                }
+                .encode();
+                let partition = group.partition;
+                let completion = Completion::StaticRejoin {
+                    group_id: group_id.to_string(),
+                    reply,
+                    response: Box::new(response),
+                    new_id,
+                    previous: Box::new(old),
+                    previous_leader,
+                };
+                self.persist(partition, vec![record], completion, effects);
             }
             GroupState::PreparingRebalance => {
                 let m = group.members.get_mut(&new_id).expect("just inserted");
@@ -347,6 +374,7 @@ impl GroupCoordinator {
         }
         group.pending_assignment = None;
         let timeout = group.rebalance_timeout_ms();
+        group.joined_during_delay = false;
         group.join_not_before_ms = if group.state == GroupState::Empty && initial_delay > 0 {
             Some(now + initial_delay.min(timeout))
         } else {
@@ -359,6 +387,7 @@ impl GroupCoordinator {
     }
 
     fn maybe_complete_join(&mut self, now: Millis, group_id: &str, effects: &mut Vec<Effect>) {
+        let initial_delay = self.config.group_initial_rebalance_delay_ms;
         let Some(group) = self.groups.get_mut(group_id) else {
             return;
         };
@@ -370,6 +399,13 @@ impl GroupCoordinator {
                 return;
             }
             group.join_not_before_ms = None;
+            // Kafka's InitialDelayedJoin: members still arriving earn another delay, until the
+            // rebalance timeout is used up.
+            let deadline = group.rebalance_deadline_ms.unwrap_or(now);
+            if std::mem::take(&mut group.joined_during_delay) && now < deadline {
+                group.join_not_before_ms = Some(now.saturating_add(initial_delay).min(deadline));
+                return;
+            }
         }
         if group.all_members_joined() || group.rebalance_deadline_ms.is_some_and(|d| now >= d) {
             self.complete_join(now, group_id, effects);
@@ -392,6 +428,7 @@ impl GroupCoordinator {
         group.generation_id += 1;
         group.rebalance_deadline_ms = None;
         group.join_not_before_ms = None;
+        group.joined_during_delay = false;
         group.state_since_ms = now;
         if group.members.is_empty() {
             group.state = GroupState::Empty;
@@ -510,6 +547,19 @@ impl GroupCoordinator {
                 member.heartbeat_deadline_ms = now + member.session_timeout_ms as i64;
                 if let Some(previous) = member.awaiting_sync.replace(reply) {
                     effects.push(sync_error(previous, error_code::REBALANCE_IN_PROGRESS));
+                }
+                let full = !self.has_persist_room(1);
+                let group = self.groups.get_mut(&group_id).expect("group");
+                if is_leader && group.pending_assignment.is_none() && full {
+                    // No room to persist the assignment: as if its write failed (Kafka's
+                    // storeGroup error path), every waiting member gets the error and the
+                    // group rebalances.
+                    return self.fail_sync(
+                        now,
+                        &group_id,
+                        error_code::COORDINATOR_NOT_AVAILABLE,
+                        effects,
+                    );
                 }
                 if is_leader && group.pending_assignment.is_none() {
                     let mut assignment: BTreeMap<String, Bytes> = BTreeMap::new();

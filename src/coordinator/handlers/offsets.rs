@@ -63,7 +63,7 @@ impl GroupCoordinator {
         if offsets.is_empty() {
             return effects.push(respond(reply, ResponseKind::OffsetCommit(response)));
         }
-        if self.pending.len() >= MAX_PENDING_PERSISTS {
+        if !self.has_persist_room(1) {
             for rt in &mut response.topics {
                 for rp in &mut rt.partitions {
                     rp.error_code = error_code::COORDINATOR_NOT_AVAILABLE;

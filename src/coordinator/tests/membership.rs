@@ -72,22 +72,6 @@ fn sync_group_answers_only_after_the_leaders_assignment_is_persisted() {
 }
 
 #[test]
-fn failed_assignment_persist_fails_the_sync_and_rebalances() {
-    let mut h = Harness::new(config());
-    let id = join_first_member(&mut h);
-    let (_, e) = h.request(3, sync(&id, 1, &[(&id, b"a")]));
-    let Effect::Persist { token, .. } = persists(&e)[0] else {
-        unreachable!()
-    };
-    let e = h.step(Input::PersistCompleted {
-        token: *token,
-        result: Err(PersistError::NotLeader),
-    });
-    assert_eq!(error_of(only_response(&e)), NOT_COORDINATOR);
-    assert_eq!(h.c.group_state(GROUP), Some("PreparingRebalance"));
-}
-
-#[test]
 fn new_member_triggers_rebalance_heartbeat_says_rebalance_in_progress_leader_sees_all() {
     let mut h = Harness::new(config());
     let a = stable_one_member(&mut h);
@@ -234,14 +218,19 @@ fn kip_345_static_member_rejoin_keeps_generation_and_fences_the_old_id() {
     // The static follower restarts with an empty member id: same generation, a new id, its
     // assignment kept, no rebalance.
     let (_, e) = h.request(5, join("", Some("i2"), &range()));
-    let r = join_response(only_response(&e));
+    assert!(
+        responses(&e).is_empty(),
+        "answered once the new id is durable"
+    );
+    assert_eq!(persists(&e).len(), 1, "the new member id is persisted");
+    let done = h.complete_all(&e);
+    let r = join_response(only_response(&done));
     assert_eq!(r.error_code, NONE);
     assert_eq!(r.generation_id, 2);
     assert_eq!(r.leader.as_str(), leader);
     let new_id = r.member_id.to_string();
     assert_ne!(new_id, follower);
     assert_eq!(h.c.group_state(GROUP), Some("Stable"));
-    assert_eq!(persists(&e).len(), 1, "the new member id is persisted");
     let (_, e) = h.request(3, sync(&new_id, 2, &[]));
     assert_eq!(
         sync_response(only_response(&e)).assignment,
@@ -285,7 +274,12 @@ fn kip_345_restarted_static_leader_keeps_generation_without_rebalance() {
         let (leader, follower) = stable_static_pair(&mut h);
         // The leader restarts: empty member id, same instance, same protocols.
         let (_, e) = h.request(version, join("", Some("i1"), &range()));
-        let r = join_response(only_response(&e));
+        assert!(
+            responses(&e).is_empty(),
+            "v{version}: answered once durable"
+        );
+        let done = h.complete_all(&e);
+        let r = join_response(only_response(&done));
         assert_eq!(r.error_code, NONE, "v{version}");
         assert_eq!(r.generation_id, 2, "v{version}: no new generation");
         let new_id = r.member_id.to_string();
@@ -492,4 +486,125 @@ fn join_validates_session_timeout_and_group_max_size() {
     join_first_member(&mut h);
     let (_, e) = h.request(5, join("", None, &range()));
     assert_eq!(error_of(only_response(&e)), GROUP_MAX_SIZE_REACHED);
+}
+
+/// Kafka's InitialDelayedJoin: a member joining during group.initial.rebalance.delay.ms earns
+/// the group another delay; the delays never run past the rebalance timeout (here 30 s).
+#[test]
+fn initial_rebalance_delay_restarts_while_members_keep_joining_up_to_the_rebalance_timeout() {
+    let mut h = Harness::new(CoordinatorConfig {
+        group_initial_rebalance_delay_ms: 3_000,
+        ..config()
+    });
+    let (_, e) = h.request(3, join("", None, &range()));
+    assert!(responses(&e).is_empty());
+    // A second member at 2 s: at 3 s the delay restarts (to 6 s) instead of completing.
+    h.now = 2_000;
+    let (_, e) = h.request(3, join("", None, &range()));
+    assert!(responses(&e).is_empty());
+    let e = h.advance(1_000);
+    assert!(responses(&e).is_empty(), "{e:?}");
+    assert_eq!(h.c.next_deadline(), Some(6_000));
+    // Nobody joined meanwhile: the join phase completes at 6 s with both members.
+    let e = h.advance(3_000);
+    let rs = responses(&e);
+    assert_eq!(rs.len(), 2);
+    assert_eq!(join_response(rs[0].1).generation_id, 1);
+
+    // A member every 2.5 s keeps restarting the delay, but not past the 30 s rebalance timeout.
+    let mut h = Harness::new(CoordinatorConfig {
+        group_initial_rebalance_delay_ms: 3_000,
+        ..config()
+    });
+    h.request(3, join("", None, &range()));
+    let mut answered_at = None;
+    for step in 1..=20 {
+        h.now = step * 2_500 - 2_500 / 2;
+        let (_, e) = h.request(3, join("", None, &range()));
+        if !responses(&e).is_empty() {
+            answered_at.get_or_insert(h.now);
+        }
+        let e = h.advance(2_500 / 2);
+        if !responses(&e).is_empty() {
+            answered_at.get_or_insert(h.now);
+        }
+        if answered_at.is_some() {
+            break;
+        }
+    }
+    assert_eq!(answered_at, Some(30_000));
+}
+
+/// The coordinator's side of the kafka-python 3.0.12 stranded-leader flake (docs/coordinator.md):
+/// the leader of a Stable generation goes silent (no heartbeat, no rejoin) just as a new member
+/// joins. As in Kafka (a member not waiting in JoinGroup or SyncGroup must heartbeat), the
+/// silent leader is removed at its session timeout, not at the 30 s rebalance deadline, and the
+/// join phase completes at once with the member that did join, which leads the new generation.
+#[test]
+fn a_silent_leader_expires_at_its_session_timeout_during_a_rebalance() {
+    let mut h = Harness::new(config());
+    let a = stable_one_member(&mut h); // synced at t=0, session 10 s
+    h.now = 1_000;
+    let (_, e) = h.request(7, join("", None, &range()));
+    let c = join_response(only_response(&e)).member_id.to_string();
+    let (_, e) = h.request(7, join(&c, None, &range()));
+    assert!(responses(&e).is_empty(), "c waits for a to rejoin");
+    assert_eq!(h.c.group_state(GROUP), Some("PreparingRebalance"));
+    assert_eq!(
+        h.c.next_deadline(),
+        Some(10_000),
+        "a's session, before the rebalance deadline"
+    );
+    let e = h.advance(9_000);
+    let r = join_response(only_response(&e));
+    assert_eq!((r.error_code, r.generation_id), (NONE, 2));
+    assert_eq!(r.leader.as_str(), c, "the remaining member leads");
+    assert_eq!(r.members.len(), 1);
+    let (_, e) = h.request(3, heartbeat(&a, 1, None));
+    assert_eq!(error_of(only_response(&e)), UNKNOWN_MEMBER_ID);
+}
+
+/// KIP-345 as Kafka does it: a static member's rejoin in Stable is answered only once its new
+/// member id is durable; if that write fails, the replacement is reverted (the old id is the
+/// member again, keeps its assignment and is no longer fenced) and the rejoin gets the error.
+#[test]
+fn kip_345_static_rejoin_whose_write_fails_is_reverted() {
+    let mut h = Harness::new(config());
+    let (leader, follower) = stable_static_pair(&mut h);
+    let (_, e) = h.request(5, join("", Some("i1"), &range()));
+    assert!(responses(&e).is_empty());
+    // Meanwhile the old identity is fenced, as in Kafka.
+    let (_, hb) = h.request(3, heartbeat(&leader, 2, Some("i1")));
+    assert_eq!(error_of(only_response(&hb)), FENCED_INSTANCE_ID);
+    let failed = h.fail_first_persist(&e, PersistError::Unavailable);
+    let r = join_response(only_response(&failed));
+    assert_eq!(r.error_code, COORDINATOR_NOT_AVAILABLE);
+    assert_eq!(r.member_id.as_str(), "");
+    // Reverted: the old leader id is the member again, with its assignment, still leading.
+    let (_, hb) = h.request(3, heartbeat(&leader, 2, Some("i1")));
+    assert_eq!(error_of(only_response(&hb)), NONE);
+    let (_, e) = h.request(3, sync(&leader, 2, &[]));
+    assert_eq!(
+        sync_response(only_response(&e)).assignment,
+        Bytes::from_static(b"1")
+    );
+    let ResponseKind::DescribeGroups(d) = only_response(&describe(&mut h)).clone() else {
+        unreachable!()
+    };
+    let mut ids: Vec<String> = d.groups[0]
+        .members
+        .iter()
+        .map(|m| m.member_id.to_string())
+        .collect();
+    ids.sort();
+    let mut expected = vec![leader.clone(), follower.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert_eq!(h.c.group_state(GROUP), Some("Stable"));
+}
+
+fn describe(h: &mut Harness) -> Vec<Effect> {
+    let mut r = DescribeGroupsRequest::default();
+    r.groups = vec![GroupId(s(GROUP))];
+    h.request(5, GroupRequest::DescribeGroups(r)).1
 }

@@ -18,6 +18,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use super::error_code::*;
 use super::*;
 
+mod bounds;
 mod membership;
 mod model;
 mod offsets;
@@ -98,6 +99,17 @@ impl Harness {
             Some(t) if t <= self.now => self.step(Input::Timer),
             _ => Vec::new(),
         }
+    }
+
+    /// Fails the first persist among `effects` with `error`; returns what that causes.
+    fn fail_first_persist(&mut self, effects: &[Effect], error: PersistError) -> Vec<Effect> {
+        let Effect::Persist { token, .. } = persists(effects)[0] else {
+            unreachable!()
+        };
+        self.step(Input::PersistCompleted {
+            token: *token,
+            result: Err(error),
+        })
     }
 
     /// Completes every outstanding persist in order, recording what was appended.
@@ -263,6 +275,15 @@ fn persists(effects: &[Effect]) -> Vec<&Effect> {
         .iter()
         .filter(|e| matches!(e, Effect::Persist { .. }))
         .collect()
+}
+
+/// Offsets expire 100 s after their base time; checked every 10 s.
+fn retention_harness() -> Harness {
+    Harness::new(CoordinatorConfig {
+        offsets_retention_ms: 100_000,
+        offsets_retention_check_interval_ms: 10_000,
+        ..config()
+    })
 }
 
 /// Joins one member through the KIP-394 round and completes the first generation.

@@ -133,11 +133,7 @@ fn offset_commit_during_completing_rebalance_is_rebalance_in_progress() {
 
 #[test]
 fn offsets_of_an_empty_group_expire_after_retention_then_the_group_is_deleted() {
-    let mut h = Harness::new(CoordinatorConfig {
-        offsets_retention_ms: 100_000,
-        offsets_retention_check_interval_ms: 10_000,
-        ..config()
-    });
+    let mut h = retention_harness();
     let (_, e) = h.request(9, commit("", -1, 0, 5));
     h.complete_all(&e);
     h.advance(90_000);
@@ -194,9 +190,9 @@ fn subscription(topics: &[&str]) -> Vec<u8> {
     buf.to_vec()
 }
 
-#[test]
-fn offset_delete_refuses_subscribed_topics() {
-    let mut h = Harness::new(config());
+/// A Stable one-member group subscribed to TOPIC that committed offset 1 of TOPIC-0 and
+/// offset 2 of other-0 (a topic nobody subscribes to).
+fn stable_member_of_topic_with_two_commits(h: &mut Harness) -> String {
     let meta = subscription(&[TOPIC]);
     let (_, e) = h.request(5, join("", None, &[("range", &meta)]));
     let id = join_response(only_response(&e)).member_id.to_string();
@@ -211,6 +207,13 @@ fn offset_delete_refuses_subscribed_topics() {
         let (_, e) = h.request(9, c);
         h.complete_all(&e);
     }
+    id
+}
+
+#[test]
+fn offset_delete_refuses_subscribed_topics() {
+    let mut h = Harness::new(config());
+    stable_member_of_topic_with_two_commits(&mut h);
     let mut r = OffsetDeleteRequest::default();
     r.group_id = GroupId(s(GROUP));
     r.topics = [TOPIC, "other"]
@@ -299,8 +302,9 @@ fn kip_345_commit_with_a_stale_static_identity_is_fenced() {
     let old = join_response(only_response(&e)).member_id.to_string();
     let (_, e) = h.request(3, sync(&old, 1, &[(&old, b"1")]));
     h.complete_all(&e);
-    // The leader restarts: a new id and a rebalance (a static leader is not replaced in place).
+    // The leader restarts: a new id, answered once it is durable.
     let (_, e) = h.request(5, join("", Some("i1"), &range()));
+    let e = h.complete_all(&e);
     let new_id = join_response(only_response(&e)).member_id.to_string();
     assert_ne!(new_id, old);
     let mut request = commit(&old, 1, 0, 5);
@@ -333,4 +337,61 @@ fn persisted_records_travel_as_one_valid_v2_batch_and_load_back() {
     assert_eq!(fresh.load(0, partition_for_group(GROUP, 50), &decoded), 0);
     assert_eq!(fresh.committed_offset(GROUP, TOPIC, 1), Some(5));
     assert!(records::decode_batches(Bytes::from_static(b"\x00\x01")).is_err());
+}
+
+/// KIP-496: a Stable consumer group's offsets of a topic no member subscribes to expire
+/// retention after their commit; offsets of subscribed topics stay while the group is Stable.
+#[test]
+fn kip_496_stable_group_offsets_of_unsubscribed_topics_expire() {
+    let mut h = retention_harness();
+    let id = stable_member_of_topic_with_two_commits(&mut h);
+    let mut tombstoned = Vec::new();
+    for _ in 0..24 {
+        let (_, e) = h.request(3, heartbeat(&id, 1, None));
+        assert_eq!(error_of(only_response(&e)), NONE);
+        let e = h.advance(5_000);
+        h.complete_all(&e);
+        for p in persists(&e) {
+            let Effect::Persist { records, .. } = p else {
+                unreachable!()
+            };
+            tombstoned.extend(records.iter().map(|r| Record::decode(r).unwrap()));
+        }
+    }
+    assert_eq!(h.c.group_state(GROUP), Some("Stable"));
+    assert_eq!(
+        h.c.committed_offset(GROUP, TOPIC, 0),
+        Some(1),
+        "subscribed: kept"
+    );
+    assert_eq!(
+        h.c.committed_offset(GROUP, "other", 0),
+        None,
+        "unsubscribed: expired"
+    );
+    assert_eq!(tombstoned.len(), 1, "{tombstoned:?}");
+    let Record::Offset { key, value: None } = &tombstoned[0] else {
+        panic!("{tombstoned:?}")
+    };
+    assert_eq!(key.topic, "other");
+}
+
+/// An offset whose newer commit is still being written does not expire: its tombstone would
+/// follow the commit in the log and erase it on reload.
+#[test]
+fn an_offset_with_a_commit_in_flight_does_not_expire() {
+    let mut h = retention_harness();
+    let (_, e) = h.request(9, commit("", -1, 0, 5));
+    h.complete_all(&e);
+    h.advance(95_000);
+    let (_, in_flight) = h.request(9, commit("", -1, 0, 6));
+    let e = h.advance(10_000);
+    assert!(persists(&e).is_empty(), "{e:?}");
+    let done = h.complete_all(&in_flight);
+    assert_eq!(error_of(only_response(&done)), NONE);
+    assert_eq!(h.c.committed_offset(GROUP, TOPIC, 0), Some(6));
+    // The new commit restarted its retention.
+    let e = h.advance(10_000);
+    assert!(persists(&e).is_empty());
+    assert_eq!(h.c.group_state(GROUP), Some("Empty"));
 }
