@@ -58,6 +58,19 @@ impl fmt::Display for Value {
     }
 }
 
+/// A value as a trace shows a record read: the value, or `garbage` if it did not decode.
+/// Formats in place (no intermediate `String` per traced record).
+pub struct ValueText(pub Option<Value>);
+
+impl fmt::Display for ValueText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("garbage"),
+        }
+    }
+}
+
 /// One produce of one record to one partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProduceOp {

@@ -12,8 +12,6 @@ use std::fmt;
 
 /// A simulated-time window [start, end] in which an observation was made.
 type Window = (SimMillis, SimMillis);
-/// Every observation of each (partition, offset): the value seen and when.
-type Observations = BTreeMap<(i32, i64), Vec<(Value, Window)>>;
 
 /// The rule a violation breaks; the sweep groups failures by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -107,8 +105,10 @@ fn push(out: &mut Vec<Violation>, class: ViolationClass, detail: String) {
 pub fn check_all(history: &History) -> Vec<Violation> {
     let mut out = Vec::new();
     out.extend(lost_writes(history));
-    out.extend(duplicates(history));
-    out.extend(offset_conflicts(history));
+    // Both group the same observations, collected once.
+    let mut seen = observations(history);
+    out.extend(duplicates_in(history, &mut seen));
+    out.extend(offset_conflicts_in(history, &mut seen));
     out.extend(producer_order(history));
     out.extend(read_order(history));
     out.extend(phantom_reads(history));
@@ -396,23 +396,39 @@ fn read_window(read: &crate::history::ReadOp, sent: &BTreeMap<Value, SimMillis>)
     (start, read.complete_ms)
 }
 
-/// All observations of a (partition, offset) -> value: acknowledgements and reads, each with
-/// the time window in which it was made.
-fn observations(history: &History) -> Observations {
-    let mut seen = Observations::new();
+/// One observation of a (partition, offset) -> value: an acknowledgement or a read, with the
+/// time window in which it was made.
+#[derive(Clone, Copy)]
+struct Observation {
+    partition: i32,
+    offset: i64,
+    value: Value,
+    window: Window,
+}
+
+/// All observations: acknowledgements, reads and the final read (a flat list: the checkers
+/// sort it by the key they group on, far cheaper than maps of maps per run).
+fn observations(history: &History) -> Vec<Observation> {
+    let mut seen = Vec::with_capacity(history.produces.len() + history.reads.len());
     for op in &history.produces {
         if let (Outcome::Ok, Some(offset)) = (op.outcome, op.offset) {
-            seen.entry((op.partition, offset))
-                .or_default()
-                .push((op.value, (op.invoke_ms, op.complete_ms)));
+            seen.push(Observation {
+                partition: op.partition,
+                offset,
+                value: op.value,
+                window: (op.invoke_ms, op.complete_ms),
+            });
         }
     }
     let sent = first_sent(history);
     for read in &history.reads {
         if let Some(value) = read.value {
-            seen.entry((read.partition, read.offset))
-                .or_default()
-                .push((value, read_window(read, &sent)));
+            seen.push(Observation {
+                partition: read.partition,
+                offset: read.offset,
+                value,
+                window: read_window(read, &sent),
+            });
         }
     }
     if let Some(final_read) = &history.final_read {
@@ -420,9 +436,12 @@ fn observations(history: &History) -> Observations {
         for (partition, records) in &final_read.partitions {
             for (offset, value) in records {
                 if let Some(value) = value {
-                    seen.entry((*partition, *offset))
-                        .or_default()
-                        .push((*value, (final_read.invoke_ms, end)));
+                    seen.push(Observation {
+                        partition: *partition,
+                        offset: *offset,
+                        value: *value,
+                        window: (final_read.invoke_ms, end),
+                    });
                 }
             }
         }
@@ -430,28 +449,61 @@ fn observations(history: &History) -> Observations {
     seen
 }
 
+/// Sorts `seen` by `key` and merges observations with equal keys into one: the widest window
+/// (earliest start, latest end) in which that key was observed.
+fn merged_by<K: Ord + Copy>(
+    seen: &mut [Observation],
+    key: impl Fn(&Observation) -> K,
+) -> Vec<Observation> {
+    seen.sort_unstable_by_key(|o| key(o));
+    let mut merged: Vec<Observation> = Vec::with_capacity(seen.len());
+    for o in seen.iter() {
+        match merged.last_mut() {
+            Some(last) if key(last) == key(o) => {
+                last.window.0 = last.window.0.min(o.window.0);
+                last.window.1 = last.window.1.max(o.window.1);
+            }
+            _ => merged.push(*o),
+        }
+    }
+    merged
+}
+
+/// Consecutive runs of `items` with equal `group`.
+fn groups<T, G: PartialEq>(items: &[T], group: impl Fn(&T) -> G) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        let first = rest.first()?;
+        let len = rest.iter().take_while(|x| group(x) == group(first)).count();
+        let (run, tail) = rest.split_at(len);
+        rest = tail;
+        Some(run)
+    })
+}
+
 /// One value per (partition, offset): two different values observed at the same offset, with
 /// no fault between them that may destroy data, is a violation.
 pub fn offset_conflicts(history: &History) -> Vec<Violation> {
+    offset_conflicts_in(history, &mut observations(history))
+}
+
+fn offset_conflicts_in(history: &History, seen: &mut [Observation]) -> Vec<Violation> {
     let mut out = Vec::new();
-    for ((partition, offset), seen) in observations(history) {
-        // Per distinct value, the widest window it was observed in.
-        let mut windows: BTreeMap<Value, Window> = BTreeMap::new();
-        for (value, (start, end)) in seen {
-            let window = windows.entry(value).or_insert((start, end));
-            window.0 = window.0.min(start);
-            window.1 = window.1.max(end);
-        }
-        let values: Vec<_> = windows.into_iter().collect();
-        for (i, (a, (a_start, a_end))) in values.iter().enumerate() {
-            for (b, (b_start, b_end)) in &values[i + 1..] {
-                let from = (*a_start).min(*b_start);
-                let to = (*a_end).max(*b_end);
+    // Per place, per distinct value (in value order), the widest window it was observed in.
+    let merged = merged_by(seen, |o| (o.partition, o.offset, o.value));
+    for values in groups(&merged, |o| (o.partition, o.offset)) {
+        for (i, a) in values.iter().enumerate() {
+            for b in &values[i + 1..] {
+                let from = a.window.0.min(b.window.0);
+                let to = a.window.1.max(b.window.1);
                 if !history.may_lose_between(from, to) {
                     push(
                         &mut out,
                         ViolationClass::OffsetConflict,
-                        format!("partition {partition} offset {offset} holds both {a} and {b}"),
+                        format!(
+                            "partition {} offset {} holds both {} and {}",
+                            a.partition, a.offset, a.value, b.value
+                        ),
                     );
                 }
             }
@@ -463,6 +515,10 @@ pub fn offset_conflicts(history: &History) -> Vec<Violation> {
 /// No duplicates for idempotent producers (KIP-98): a value of an idempotent producer at two
 /// offsets, with no fault between the observations that may destroy data, is a violation.
 pub fn duplicates(history: &History) -> Vec<Violation> {
+    duplicates_in(history, &mut observations(history))
+}
+
+fn duplicates_in(history: &History, seen: &mut [Observation]) -> Vec<Violation> {
     let mut out = Vec::new();
     let idempotent: BTreeSet<u32> = history
         .produces
@@ -470,31 +526,24 @@ pub fn duplicates(history: &History) -> Vec<Violation> {
         .filter(|op| op.idempotent)
         .map(|op| op.value.producer)
         .collect();
-    let mut by_value: BTreeMap<Value, BTreeMap<(i32, i64), Window>> = BTreeMap::new();
-    for ((partition, offset), seen) in observations(history) {
-        for (value, (start, end)) in seen {
-            if idempotent.contains(&value.producer) {
-                let window = by_value
-                    .entry(value)
-                    .or_default()
-                    .entry((partition, offset))
-                    .or_insert((start, end));
-                window.0 = window.0.min(start);
-                window.1 = window.1.max(end);
-            }
-        }
-    }
-    for (value, places) in by_value {
-        let places: Vec<_> = places.into_iter().collect();
-        for (i, (a, (a_start, a_end))) in places.iter().enumerate() {
-            for (b, (b_start, b_end)) in &places[i + 1..] {
-                if !history.may_lose_between((*a_start).min(*b_start), (*a_end).max(*b_end)) {
+    let mut of_idempotent: Vec<Observation> = seen
+        .iter()
+        .filter(|o| idempotent.contains(&o.value.producer))
+        .copied()
+        .collect();
+    // Per value, per place (in place order), the widest window it was observed in.
+    let merged = merged_by(&mut of_idempotent, |o| (o.value, o.partition, o.offset));
+    for places in groups(&merged, |o| o.value) {
+        for (i, a) in places.iter().enumerate() {
+            for b in &places[i + 1..] {
+                if !history.may_lose_between(a.window.0.min(b.window.0), a.window.1.max(b.window.1))
+                {
                     push(
                         &mut out,
                         ViolationClass::Duplicate,
                         format!(
-                            "idempotent {value} written twice: partition {} offset {} and partition {} offset {}",
-                            a.0, a.1, b.0, b.1
+                            "idempotent {} written twice: partition {} offset {} and partition {} offset {}",
+                            a.value, a.partition, a.offset, b.partition, b.offset
                         ),
                     );
                 }

@@ -12,6 +12,7 @@ use super::disk::{self, LyingStorage};
 use super::{run_nemesis, sleep_ms, FaultTarget, Shared, HEALED_TRAFFIC_MS, LIVENESS_BOUND_MS};
 use crate::history::{
     DataFaultEvent, FinalRead, FlushGuarantee, Outcome, ProduceOp, ReadOp, SimMillis, Value,
+    ValueText,
 };
 use crate::nemesis::{Action, NemesisPlan};
 use crate::options::{InjectedBug, RunOptions};
@@ -285,7 +286,9 @@ async fn produce_loop(
                 };
                 w.trace.event(
                     complete_ms,
-                    format!("produce {value} invoked {invoke_ms} -> {outcome:?} offset {offset:?}"),
+                    format_args!(
+                        "produce {value} invoked {invoke_ms} -> {outcome:?} offset {offset:?}"
+                    ),
                 );
                 w.history.produces.push(ProduceOp {
                     value: *value,
@@ -367,7 +370,10 @@ async fn consume_loop(system: Arc<System>, shared: Shared, consumer: u32, mut rn
                     for (offset, value) in &records {
                         w.trace.event(
                             now,
-                            format!("read c{consumer}/{session} offset {offset} {}", show(value)),
+                            format_args!(
+                                "read c{consumer}/{session} offset {offset} {}",
+                                ValueText(*value)
+                            ),
                         );
                         w.history.reads.push(ReadOp {
                             consumer,
@@ -387,10 +393,6 @@ async fn consume_loop(system: Arc<System>, shared: Shared, consumer: u32, mut rn
             }
         }
     }
-}
-
-fn show(value: &Option<Value>) -> String {
-    value.map_or("garbage".to_string(), |v| v.to_string())
 }
 
 /// The records of `bytes` (whole batches) at offsets in `from..below`. Bytes that do not

@@ -14,7 +14,7 @@ use super::group_workload::{self, GroupsStop, GROUPS};
 use super::{run_nemesis, sleep_ms, FaultTarget, Shared, HEALED_TRAFFIC_MS};
 use crate::history::{
     DataFaultEvent, FinalRead, FlushGuarantee, Outcome, PartitionRecords, ProduceOp, ReadOp,
-    SimMillis, Value,
+    SimMillis, Value, ValueText,
 };
 use crate::nemesis::{Action, NemesisPlan};
 use crate::options::{InjectedBug, RunOptions, Workload};
@@ -377,7 +377,7 @@ fn record_produce(shared: &Shared, sent: Sent, outcome: Outcome, offset: Option<
         w.operations += 1;
         w.trace.event(
             complete_ms,
-            format!(
+            format_args!(
                 "produce {value} partition {partition} invoked {invoke_ms} -> {outcome:?} offset {offset:?}{why}"
             ),
         );
@@ -530,11 +530,11 @@ async fn consume_loop(client: ClientConfig, traffic: Arc<Traffic>, shared: Share
                         let value = record.value.as_deref().and_then(Value::decode);
                         w.trace.event(
                             complete_ms,
-                            format!(
+                            format_args!(
                                 "read c{id} partition {} offset {} {}",
                                 record.partition,
                                 record.offset,
-                                value.map_or("garbage".to_string(), |v| v.to_string())
+                                ValueText(value)
                             ),
                         );
                         w.history.reads.push(ReadOp {
@@ -702,10 +702,10 @@ fn record_fetch(
                 let value = record.value.as_deref().and_then(Value::decode);
                 w.trace.event(
                     complete_ms,
-                    format!(
+                    format_args!(
                         "read f{id}/{session} partition {partition} offset {} {} (high watermark {high_watermark})",
                         record.offset,
-                        value.map_or("garbage".to_string(), |v| v.to_string())
+                        ValueText(value)
                     ),
                 );
                 w.history.reads.push(ReadOp {
