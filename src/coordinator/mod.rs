@@ -42,6 +42,7 @@ pub mod error_code {
     pub const NONE: i16 = 0;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const NOT_COORDINATOR: i16 = 16;
     pub const ILLEGAL_GENERATION: i16 = 22;
@@ -133,12 +134,13 @@ pub enum GroupRequest {
 /// Why a persist failed, as the node saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PersistError {
-    /// This node no longer leads the partition (Kafka's NOT_LEADER_OR_FOLLOWER, or
-    /// UNKNOWN_TOPIC_OR_PARTITION when the partition is gone).
+    /// This node no longer leads the partition (Kafka's NOT_LEADER_OR_FOLLOWER).
     NotLeader,
-    /// Not enough in-sync replicas, or the write was not durable within
-    /// offsets.commit.timeout.ms (NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT).
+    /// The partition is gone or has too few in-sync replicas (UNKNOWN_TOPIC_OR_PARTITION,
+    /// NOT_ENOUGH_REPLICAS).
     Unavailable,
+    /// The write was not durable within offsets.commit.timeout.ms (REQUEST_TIMED_OUT).
+    TimedOut,
     /// The batch was larger than the partition accepts (MESSAGE_TOO_LARGE,
     /// RECORD_LIST_TOO_LARGE).
     TooLarge,
@@ -148,24 +150,29 @@ pub enum PersistError {
 }
 
 impl PersistError {
-    /// The code for a failed write of offsets (OffsetCommit, and the offset tombstones of
-    /// OffsetDelete and DeleteGroups), as Kafka's GroupMetadataManager.storeOffsets maps append
-    /// errors: NOT_ENOUGH_REPLICAS and REQUEST_TIMED_OUT -> COORDINATOR_NOT_AVAILABLE (the
-    /// client retries), NOT_LEADER_OR_FOLLOWER and KAFKA_STORAGE_ERROR -> NOT_COORDINATOR
-    /// (the client looks the coordinator up again), too large -> INVALID_COMMIT_OFFSET_SIZE.
+    /// The code for a failed write of offsets (OffsetCommit), as Kafka's
+    /// GroupMetadataManager.storeOffsets maps append errors: UNKNOWN_TOPIC_OR_PARTITION and
+    /// NOT_ENOUGH_REPLICAS -> COORDINATOR_NOT_AVAILABLE (the client retries),
+    /// NOT_LEADER_OR_FOLLOWER and KAFKA_STORAGE_ERROR -> NOT_COORDINATOR (the client looks the
+    /// coordinator up again), too large -> INVALID_COMMIT_OFFSET_SIZE, and REQUEST_TIMED_OUT
+    /// passed through. Kafka writes the tombstones of OffsetDelete and DeleteGroups without
+    /// waiting; Karst answers those once durable and uses the same codes for a failure.
     fn offsets_error_code(self) -> i16 {
         match self {
             PersistError::NotLeader | PersistError::Storage => error_code::NOT_COORDINATOR,
             PersistError::Unavailable => error_code::COORDINATOR_NOT_AVAILABLE,
+            PersistError::TimedOut => error_code::REQUEST_TIMED_OUT,
             PersistError::TooLarge => error_code::INVALID_COMMIT_OFFSET_SIZE,
         }
     }
 
-    /// The code for a failed write of group metadata (the leader's SyncGroup), as Kafka's
-    /// GroupMetadataManager.storeGroup maps append errors: the same as for offsets, except
-    /// that a record too large is UNKNOWN_SERVER_ERROR (there is no offset to blame).
+    /// The code for a failed write of group metadata (the leader's SyncGroup, a static
+    /// member's rejoin), as Kafka's GroupMetadataManager.storeGroup maps append errors: as
+    /// for offsets, except REQUEST_TIMED_OUT -> REBALANCE_IN_PROGRESS (the member rejoins) and
+    /// too large -> UNKNOWN_SERVER_ERROR (there is no offset to blame).
     fn group_error_code(self) -> i16 {
         match self {
+            PersistError::TimedOut => error_code::REBALANCE_IN_PROGRESS,
             PersistError::TooLarge => error_code::UNKNOWN_SERVER_ERROR,
             other => other.offsets_error_code(),
         }

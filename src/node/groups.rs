@@ -314,7 +314,7 @@ impl Node {
 
     /// Moves the persists whose outcome is known at `now`, in order per partition, into
     /// `ready`: a wait past its deadline fails in its turn (never before an older wait of its
-    /// partition), as Unavailable, so the client retries.
+    /// partition), as TimedOut (REQUEST_TIMED_OUT), so the client retries.
     fn ready_completions(&mut self, now: Millis, ready: &mut VecDeque<coordinator::Input>) {
         for (&partition, waits) in self.persists.iter_mut() {
             let high_watermark = self.broker.internal_high_watermark(partition);
@@ -335,7 +335,7 @@ impl Node {
                             "a __consumer_offsets write was not durable within \
                              offsets.commit.timeout.ms; failing it as retriable"
                         );
-                        (token, Err(PersistError::Unavailable))
+                        (token, Err(PersistError::TimedOut))
                     }
                     (PersistWait::HighWatermark { .. }, Ok(_)) => break,
                     (PersistWait::HighWatermark { token, .. }, Err(err)) => {
@@ -466,7 +466,7 @@ fn decode_chunk(partition: i32, chunk: Bytes, records: &mut Vec<PersistedRecord>
 
 fn persist_error(err: InternalLogError) -> PersistError {
     match err {
-        InternalLogError::Missing => PersistError::NotLeader,
+        InternalLogError::Missing => PersistError::Unavailable,
         InternalLogError::TooLarge => PersistError::TooLarge,
         InternalLogError::Storage => PersistError::Storage,
     }

@@ -44,7 +44,7 @@ struct InFlight {
 #[derive(Debug, Clone, Copy)]
 enum PersistWait {
     /// Done once the partition's high watermark reaches this offset (last offset + 1); failed
-    /// as Unavailable if it has not by the deadline (`offsets.commit.timeout.ms` after the
+    /// as TimedOut if it has not by the deadline (`offsets.commit.timeout.ms` after the
     /// append), so a hung fsync cannot hold the answer, and every later answer on its
     /// connection, forever.
     HighWatermark {

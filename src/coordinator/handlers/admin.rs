@@ -107,6 +107,7 @@ impl GroupCoordinator {
         self.next_batch += 1;
         let mut response = DeleteGroupsResponse::default();
         let mut to_persist = Vec::new();
+        let committing = self.offsets_committing();
         for (index, group_id) in request.groups_names.iter().enumerate() {
             let mut result = DeletableGroupResult::default();
             result.group_id = group_id.clone();
@@ -116,6 +117,11 @@ impl GroupCoordinator {
                 Ok(()) => match self.groups.get(&id) {
                     None => error_code::GROUP_ID_NOT_FOUND,
                     Some(g) if g.state != GroupState::Empty => error_code::NON_EMPTY_GROUP,
+                    // A commit in flight would land before the group's tombstone yet be
+                    // answered after the deletion: the admin retries once it is durable.
+                    Some(_) if committing.contains_key(&id) => {
+                        error_code::COORDINATOR_NOT_AVAILABLE
+                    }
                     // No room for its tombstones: the group stays (the client retries).
                     Some(_) if !self.has_persist_room(to_persist.len() + 1) => {
                         error_code::COORDINATOR_NOT_AVAILABLE

@@ -1,6 +1,6 @@
 //! Persist completions and timers (session, rebalance and KIP-394 expiry, offset retention).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 
@@ -50,12 +50,11 @@ impl GroupCoordinator {
             } => {
                 match result {
                     Ok(()) => {
-                        if self.owns_partition(self.partition_for(&group_id)) {
-                            let partition = self.partition_for(&group_id);
-                            let group = self
-                                .groups
-                                .entry(group_id.clone())
-                                .or_insert_with(|| Group::new(group_id, partition, now));
+                        // The group exists: it was created when the commit arrived, and neither
+                        // DeleteGroups nor expiry removes a group with a commit in flight.
+                        // Were it gone, applying the offsets would bring back in memory a
+                        // group whose tombstone follows them in the log.
+                        if let Some(group) = self.groups.get_mut(&group_id) {
                             for (key, value) in offsets {
                                 group.offsets.insert((key.topic, key.partition), value);
                             }
@@ -268,19 +267,10 @@ impl GroupCoordinator {
     pub(super) fn expire_offsets(&mut self, now: Millis, effects: &mut Vec<Effect>) {
         let retention = self.config.offsets_retention_ms;
         let ids: Vec<String> = self.groups.keys().cloned().collect();
+        // One pass over the pending persists, not one per group.
+        let mut committing_by_group = self.offsets_committing();
         for id in ids {
-            let committing: BTreeSet<(String, i32)> = self
-                .pending
-                .values()
-                .filter_map(|c| match c {
-                    Completion::OffsetCommit {
-                        group_id, offsets, ..
-                    } if *group_id == id => Some(offsets),
-                    _ => None,
-                })
-                .flatten()
-                .map(|(k, _)| (k.topic.clone(), k.partition))
-                .collect();
+            let committing = committing_by_group.remove(&id).unwrap_or_default();
             let group = self.groups.get(&id).expect("group");
             let since = group.state_since_ms;
             // Which offsets may expire, and from when: None leaves the group alone.
@@ -351,5 +341,22 @@ impl GroupCoordinator {
                 self.persist(partition, records, Completion::Nothing, effects);
             }
         }
+    }
+
+    /// The (topic, partition)s with an OffsetCommit in flight, by group.
+    pub(super) fn offsets_committing(&self) -> BTreeMap<String, BTreeSet<(String, i32)>> {
+        let mut committing: BTreeMap<String, BTreeSet<(String, i32)>> = BTreeMap::new();
+        for completion in self.pending.values() {
+            if let Completion::OffsetCommit {
+                group_id, offsets, ..
+            } = completion
+            {
+                committing
+                    .entry(group_id.clone())
+                    .or_default()
+                    .extend(offsets.iter().map(|(k, _)| (k.topic.clone(), k.partition)));
+            }
+        }
+        committing
     }
 }

@@ -272,7 +272,9 @@ impl GroupCoordinator {
         }
         group.members.insert(member.member_id.clone(), member);
         if group.state == GroupState::PreparingRebalance {
-            if group.join_not_before_ms.is_some() {
+            // Kafka (addMemberAndRebalance) extends the initial delay only for a group that
+            // has never had a generation.
+            if group.join_not_before_ms.is_some() && group.generation_id == 0 {
                 group.joined_during_delay = true;
             }
             self.maybe_complete_join(now, group_id, effects);

@@ -162,14 +162,16 @@ fn offset_expiry_over_the_bound_waits_for_the_next_check() {
 }
 
 /// Kafka's GroupMetadataManager.storeOffsets: NOT_LEADER_OR_FOLLOWER and KAFKA_STORAGE_ERROR
-/// -> NOT_COORDINATOR, NOT_ENOUGH_REPLICAS / REQUEST_TIMED_OUT -> COORDINATOR_NOT_AVAILABLE,
-/// MESSAGE_TOO_LARGE / RECORD_LIST_TOO_LARGE -> INVALID_COMMIT_OFFSET_SIZE.
+/// -> NOT_COORDINATOR, UNKNOWN_TOPIC_OR_PARTITION / NOT_ENOUGH_REPLICAS ->
+/// COORDINATOR_NOT_AVAILABLE, REQUEST_TIMED_OUT passed through, MESSAGE_TOO_LARGE /
+/// RECORD_LIST_TOO_LARGE -> INVALID_COMMIT_OFFSET_SIZE.
 #[test]
 fn failed_offset_commit_write_maps_to_kafkas_codes() {
     for (error, code) in [
         (PersistError::NotLeader, NOT_COORDINATOR),
         (PersistError::Storage, NOT_COORDINATOR),
         (PersistError::Unavailable, COORDINATOR_NOT_AVAILABLE),
+        (PersistError::TimedOut, REQUEST_TIMED_OUT),
         (PersistError::TooLarge, INVALID_COMMIT_OFFSET_SIZE),
     ] {
         let mut h = Harness::new(config());
@@ -180,14 +182,15 @@ fn failed_offset_commit_write_maps_to_kafkas_codes() {
     }
 }
 
-/// Kafka's GroupMetadataManager.storeGroup (the leader's SyncGroup): as for offsets, except a
-/// record too large is UNKNOWN_SERVER_ERROR.
+/// Kafka's GroupMetadataManager.storeGroup (the leader's SyncGroup): as for offsets, except
+/// REQUEST_TIMED_OUT -> REBALANCE_IN_PROGRESS and a record too large is UNKNOWN_SERVER_ERROR.
 #[test]
 fn failed_assignment_write_maps_to_kafkas_codes() {
     for (error, code) in [
         (PersistError::NotLeader, NOT_COORDINATOR),
         (PersistError::Storage, NOT_COORDINATOR),
         (PersistError::Unavailable, COORDINATOR_NOT_AVAILABLE),
+        (PersistError::TimedOut, REBALANCE_IN_PROGRESS),
         (PersistError::TooLarge, UNKNOWN_SERVER_ERROR),
     ] {
         let mut h = Harness::new(config());

@@ -608,3 +608,38 @@ fn describe(h: &mut Harness) -> Vec<Effect> {
     r.groups = vec![GroupId(s(GROUP))];
     h.request(5, GroupRequest::DescribeGroups(r)).1
 }
+
+/// Kafka extends the initial rebalance delay only for a group that never had a generation
+/// (addMemberAndRebalance sets newMemberAdded at generation 0): a group that emptied after
+/// generation 1 gets one delay when members come back, however many join during it.
+#[test]
+fn initial_rebalance_delay_is_not_extended_after_the_first_generation() {
+    let mut h = Harness::new(CoordinatorConfig {
+        group_initial_rebalance_delay_ms: 3_000,
+        ..config()
+    });
+    let (_, e) = h.request(5, join("", None, &range()));
+    let a = join_response(only_response(&e)).member_id.to_string();
+    h.request(5, join(&a, None, &range()));
+    let e = h.advance(3_000);
+    assert_eq!(join_response(only_response(&e)).generation_id, 1);
+    let (_, e) = h.request(3, sync(&a, 1, &[(&a, b"a")]));
+    h.complete_all(&e);
+    assert_eq!(h.c.group_state(GROUP), Some("Stable"));
+    let mut leave = LeaveGroupRequest::default();
+    leave.group_id = GroupId(s(GROUP));
+    leave.member_id = s(&a);
+    h.request(1, GroupRequest::LeaveGroup(leave));
+    assert_eq!(h.c.group_state(GROUP), Some("Empty"));
+
+    let start = h.now;
+    h.request(3, join("", None, &range()));
+    h.now = start + 2_000;
+    h.request(3, join("", None, &range()));
+    let e = h.advance(1_000);
+    let rs = responses(&e);
+    assert_eq!(rs.len(), 2, "completes at the first delay's end: {e:?}");
+    // Generation 2 was the empty one the group moved to when its last member left (Kafka's
+    // initNextGeneration with no members).
+    assert_eq!(join_response(rs[0].1).generation_id, 3);
+}

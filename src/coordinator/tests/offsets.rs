@@ -395,3 +395,48 @@ fn an_offset_with_a_commit_in_flight_does_not_expire() {
     assert!(persists(&e).is_empty());
     assert_eq!(h.c.group_state(GROUP), Some("Empty"));
 }
+
+/// A DeleteGroups that meets an OffsetCommit still being written is refused with a retriable
+/// COORDINATOR_NOT_AVAILABLE: the commit's record precedes any tombstone in the log, so
+/// deleting now and applying the commit's answer later would leave memory (group present)
+/// and the log (group deleted) disagreeing. Once the commit is durable the deletion goes
+/// through, and a reload of what was written agrees that the group is gone.
+#[test]
+fn delete_groups_waits_for_a_commit_in_flight() {
+    let mut h = Harness::new(config());
+    let (_, commit_effects) = h.request(9, commit("", -1, 0, 5));
+    assert_eq!(h.c.group_state(GROUP), Some("Empty"));
+    let mut r = DeleteGroupsRequest::default();
+    r.groups_names = vec![GroupId(s(GROUP))];
+    let (_, e) = h.request(2, GroupRequest::DeleteGroups(r.clone()));
+    let ResponseKind::DeleteGroups(d) = only_response(&e) else {
+        panic!()
+    };
+    assert_eq!(d.results[0].error_code, COORDINATOR_NOT_AVAILABLE);
+    assert!(
+        persists(&e).is_empty(),
+        "nothing written for a refused deletion"
+    );
+    let done = h.complete_all(&commit_effects);
+    assert_eq!(error_of(only_response(&done)), NONE);
+    assert_eq!(h.c.committed_offset(GROUP, TOPIC, 0), Some(5));
+
+    let (_, e) = h.request(2, GroupRequest::DeleteGroups(r));
+    let done = h.complete_all(&e);
+    let ResponseKind::DeleteGroups(d) = only_response(&done) else {
+        panic!()
+    };
+    assert_eq!(d.results[0].error_code, NONE);
+    assert_eq!(h.c.group_state(GROUP), None);
+    let partition = partition_for_group(GROUP, 50);
+    let records: Vec<PersistedRecord> = h
+        .persisted
+        .iter()
+        .filter(|(p, _)| *p == partition)
+        .map(|(_, r)| r.clone())
+        .collect();
+    let mut fresh = GroupCoordinator::new(config());
+    fresh.load(0, partition, &records);
+    assert_eq!(fresh.group_state(GROUP), None);
+    assert_eq!(fresh.committed_offset(GROUP, TOPIC, 0), None);
+}
