@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -74,6 +75,9 @@ class KarstNode:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait(30)
+        # A run leaves several GB of records behind; keep only the node's log.
+        shutil.rmtree(f"{self.dir}/data", ignore_errors=True)
 
 
 def create_topic(bootstrap: str, topic: str):
