@@ -1,7 +1,7 @@
 //! Request handlers of the data path: Produce (with idempotence and durability waits), Fetch
 //! (with long polling), ListOffsets, DeleteRecords, InitProducerId; and the dispatcher.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -324,13 +324,16 @@ impl Broker {
                 }
             }
         }
-        // The log rewrites offsets in place, so it needs the bytes mutable: free when the
-        // reader gave them their own buffer (codec::own_produce_records), else one copy.
-        let mut owned = records
-            .try_into_mut()
-            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        // The records are a slice of the request frame, normally shared with the request's
+        // other partitions: the log writes them as they are and then the assigned base
+        // offsets, so they are never copied. Bytes nothing else holds are rewritten in place
+        // and written once.
         let visible_before = partition.high_watermark();
-        let info = match partition.log.append(&mut owned, now) {
+        let appended = match records.try_into_mut() {
+            Ok(mut owned) => partition.log.append(&mut owned, now),
+            Err(shared) => partition.log.append_shared(&shared, now),
+        };
+        let info = match appended {
             Ok(info) => info,
             Err(err) => {
                 tracing::debug!(topic = name, partition = index, "append refused: {err}");

@@ -32,6 +32,8 @@ pub const LOG_OVERHEAD: usize = 12;
 /// Smallest legal `batchLength`: the header after the first 12 bytes.
 pub const MIN_BATCH_LENGTH: i32 = (HEADER_SIZE - LOG_OVERHEAD) as i32;
 
+/// Where the 8-byte base offset sits (outside the CRC, so the broker may rewrite it freely).
+pub const BASE_OFFSET_OFFSET: usize = 0;
 const BATCH_LENGTH_OFFSET: usize = 8;
 const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;
 const MAGIC_OFFSET: usize = 16;
@@ -250,7 +252,7 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// Rewrites the base offset of the batch at the start of `batch`. The base offset is outside
 /// the CRC's coverage, so the CRC stays valid.
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
-    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[BASE_OFFSET_OFFSET..BASE_OFFSET_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
 /// Rewrites the partition leader epoch (outside the CRC's coverage).

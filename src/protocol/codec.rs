@@ -102,21 +102,6 @@ pub fn decode_request(mut frame: Bytes) -> Decoded {
     }
 }
 
-/// Gives every produced partition's records its own buffer, so the broker can rewrite batch
-/// headers in place without copying on its (serial) step loop. Connection readers call this
-/// right after decoding, in parallel with the broker.
-pub fn own_produce_records(request: &mut DecodedRequest) {
-    if let RequestKind::Produce(produce) = &mut request.request {
-        for topic in produce.topic_data.iter_mut() {
-            for partition in topic.partition_data.iter_mut() {
-                if let Some(records) = partition.records.as_mut() {
-                    *records = Bytes::from(records.to_vec());
-                }
-            }
-        }
-    }
-}
-
 /// Appends one size-prefixed response frame to `out`.
 pub fn encode_response(
     correlation_id: i32,
@@ -286,32 +271,34 @@ mod tests {
         assert_eq!(*out.last().unwrap(), 0);
     }
 
-    /// Produce records owned by the reader convert to a mutable buffer without a copy.
+    /// Produce records are decoded as slices of the request frame, not copies: the broker
+    /// writes them from there (log::PartitionLog::append_shared).
     #[test]
-    fn owned_produce_records_become_mutable_without_a_copy() {
+    fn produce_records_are_slices_of_the_frame() {
         use kafka_protocol::messages::{produce_request, ProduceRequest};
-        let records = Bytes::from(vec![1u8; 100]);
+        let partitions = (0..3)
+            .map(|index| {
+                produce_request::PartitionProduceData::default()
+                    .with_index(index)
+                    .with_records(Some(Bytes::from(vec![index as u8; 100])))
+            })
+            .collect();
         let request = ProduceRequest::default().with_topic_data(vec![
-            produce_request::TopicProduceData::default().with_partition_data(vec![
-                produce_request::PartitionProduceData::default().with_records(Some(records)),
-            ]),
+            produce_request::TopicProduceData::default().with_partition_data(partitions),
         ]);
         let frame = request_frame(ApiKey::Produce, 9, RequestKind::Produce(request));
-        let Decoded::Request(mut decoded) = decode_request(frame) else {
+        let frame_range = frame.as_ptr_range();
+        let Decoded::Request(decoded) = decode_request(frame) else {
             panic!()
         };
-        own_produce_records(&mut decoded);
         let RequestKind::Produce(produce) = decoded.request else {
             panic!()
         };
-        let records = produce.topic_data[0].partition_data[0]
-            .records
-            .clone()
-            .unwrap();
-        let pointer = records.as_ptr();
-        drop(produce);
-        let owned = records.try_into_mut().expect("unique");
-        assert_eq!(owned.as_ptr(), pointer);
-        assert_eq!(&owned[..], &[1u8; 100][..]);
+        for (index, partition) in produce.topic_data[0].partition_data.iter().enumerate() {
+            let records = partition.records.as_ref().unwrap();
+            assert_eq!(&records[..], &[index as u8; 100][..]);
+            let range = records.as_ptr_range();
+            assert!(frame_range.start <= range.start && range.end <= frame_range.end);
+        }
     }
 }

@@ -163,8 +163,7 @@ async fn reader<R: AsyncRead + Unpin>(
             Err(_) => return,
         }
         match codec::decode_request(frame) {
-            Decoded::Request(mut request) => {
-                codec::own_produce_records(&mut request);
+            Decoded::Request(request) => {
                 let id = RequestId {
                     connection,
                     sequence,

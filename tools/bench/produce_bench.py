@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,7 @@ RUN_TIMEOUT_S = 180
 # Consumer: "% N messages (B bytes) consumed in Tms: R msgs/s (M MB/s)"
 RESULT = re.compile(r"% (\d+) messages (?:produced )?\((\d+) bytes\).*? in (\d+)ms: "
                     r"(\d+) msgs/s (?:and |\()([\d.]+) MB/s")
+DELIVERED = re.compile(r"(\d+) delivered \(offset -?\d+, (\d+) failed\)")
 
 
 def ensure_tools(karst_bin: Path | None) -> Path:
@@ -73,6 +75,9 @@ class KarstNode:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait(30)
+        # A run leaves several GB of records behind; keep only the node's log.
+        shutil.rmtree(f"{self.dir}/data", ignore_errors=True)
 
 
 def create_topic(bootstrap: str, topic: str):
@@ -87,7 +92,15 @@ def run_perf(args: list[str]) -> tuple[float, float]:
     proc = subprocess.run([str(PERF), *args], capture_output=True, text=True,
                           timeout=RUN_TIMEOUT_S)
     lines = [m for m in RESULT.finditer(proc.stdout + proc.stderr)]
-    if proc.returncode != 0 or not lines:
+    ok = proc.returncode == 0
+    deliveries = DELIVERED.findall(proc.stdout + proc.stderr)
+    if not ok and lines and deliveries:
+        # The tool exits 1 when its produced counter trails its delivery-report counter
+        # ("1999999 messages produced ..., 2000000 delivered (..., 0 failed)"), a race in its
+        # own counting seen against the mock: every record was delivered and none failed.
+        delivered, failed = (int(x) for x in deliveries[-1])
+        ok = failed == 0 and delivered >= int(lines[-1].group(1))
+    if not ok or not lines:
         raise RuntimeError(f"rdkafka_performance {' '.join(args)} failed:\n"
                            f"{(proc.stdout + proc.stderr)[-2000:]}")
     last = lines[-1]
