@@ -74,6 +74,7 @@ const JOIN_GRACE_MS: u64 = 5_000;
 /// Longest LeaveGroup wait on close.
 const LEAVE_TIMEOUT_MS: u64 = 5_000;
 
+pub const INVALID_REQUEST: i16 = 42;
 pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const NOT_COORDINATOR: i16 = 16;
@@ -851,6 +852,12 @@ impl Member {
         if let Some(e) = ClientError::from_code(synced.error_code, None) {
             if matches!(e.code(), Some(UNKNOWN_MEMBER_ID | FENCED_INSTANCE_ID)) {
                 self.reset_member(true);
+            }
+            if e.code() == Some(INVALID_REQUEST) {
+                // librdkafka's mock answers a SyncGroup that no longer fits its view of the
+                // group (e.g. a leader's assignment naming members that have left) with
+                // INVALID_REQUEST; librdkafka rejoins on it, and so do we.
+                return Err(JoinFailure::Retry(e));
             }
             return Err(retry(e));
         }
