@@ -136,6 +136,7 @@ on_both!(two_groups_each_read_everything, two_groups, groups: true);
 on_both!(assign_mode_commits_with_generation_minus_one, assign_mode_commit, groups: true);
 on_both!(static_member_rejoins_with_its_partitions, static_membership, groups: true);
 on_both!(roundrobin_assignor_deals_in_a_circle, roundrobin_group, groups: true);
+on_both!(group_rejoins_when_a_subscribed_topic_appears, topic_appears, groups: true);
 
 /// Every record comes back once, at its reported offset, in the partition the Java client's
 /// murmur2 partitioner picks for its key, in per-partition order.
@@ -805,4 +806,143 @@ async fn roundrobin_group(target: &mut Target) {
     for c in consumers {
         c.close().await.unwrap();
     }
+}
+
+/// The leader rejoins when the metadata of a subscribed topic changes (Kafka's
+/// ConsumerCoordinator compares its metadata snapshot with the assignment's): a member that
+/// subscribed before its topic existed holds an empty assignment, and takes both partitions
+/// once the topic is created, without any member joining or leaving. (The simulator found the
+/// same after a wiped disk: the topic re-created by a producer was never consumed.)
+async fn topic_appears(target: &mut Target) {
+    let bootstrap = target.bootstrap();
+    let mut c = Consumer::new(group_config(&bootstrap, "g-appears"))
+        .await
+        .unwrap();
+    c.subscribe(vec!["appears".to_string()]).await.unwrap();
+    let mut consumers = vec![c];
+    poll_until(
+        &mut consumers,
+        "a generation with nothing to assign",
+        None,
+        |v| v[0].0.is_some() && v[0].1.is_empty(),
+    )
+    .await;
+    let empty_generation = consumers[0].generation_id();
+    target.create_topic("appears", 2).await;
+    poll_until(
+        &mut consumers,
+        "both partitions of the new topic",
+        None,
+        |v| balanced(v, "appears", 2, 2) && v[0].0 > empty_generation,
+    )
+    .await;
+    produce(&bootstrap, "appears", 0..10, 2).await;
+    let mut records = Vec::new();
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    while records.len() < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read {} of 10 on {}",
+            records.len(),
+            target.name()
+        );
+        records.extend(consumers[0].poll(Duration::from_millis(100)).await.unwrap());
+    }
+    consumers.pop().unwrap().close().await.unwrap();
+}
+
+/// A SyncGroup error response is an error code, whatever its assignment field holds:
+/// librdkafka's mock answers an injected SyncGroup error with a null assignment (Kafka writes
+/// empty bytes), which the schema's non-nullable bytes reject. The member must still act on
+/// the code: REBALANCE_IN_PROGRESS rejoins (and gets its partitions); a fatal code
+/// (GROUP_AUTHORIZATION_FAILED, 30) stops the member and `poll` reports that code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_group_error_with_null_assignment_against_librdkafka_mock() {
+    init_logging();
+    let Some(Target::Mock(mut mock)) = Target::mock() else {
+        return;
+    };
+    let bootstrap = mock.bootstrap();
+    mock.create_topic("sync-errs", 2);
+    let body = async {
+        // SyncGroup is api key 14.
+        mock.push_request_errors(14, &[27]);
+        let mut c = Consumer::new(group_config(&bootstrap, "g-sync-retry"))
+            .await
+            .unwrap();
+        c.subscribe(vec!["sync-errs".to_string()]).await.unwrap();
+        let mut consumers = vec![c];
+        poll_until(
+            &mut consumers,
+            "both partitions after a REBALANCE_IN_PROGRESS SyncGroup",
+            None,
+            |v| balanced(v, "sync-errs", 2, 2),
+        )
+        .await;
+        consumers.pop().unwrap().close().await.unwrap();
+
+        mock.push_request_errors(14, &[30]);
+        let mut c = Consumer::new(group_config(&bootstrap, "g-sync-fatal"))
+            .await
+            .unwrap();
+        c.subscribe(vec!["sync-errs".to_string()]).await.unwrap();
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        let error = loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "GROUP_AUTHORIZATION_FAILED from SyncGroup never reached poll"
+            );
+            match c.poll(Duration::from_millis(100)).await {
+                Ok(records) => assert!(records.is_empty()),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(error.code(), Some(30), "{error}");
+    };
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .expect("test timed out");
+}
+
+/// The leader notices a subscribed topic gaining partitions once its metadata is older than
+/// `metadata.max.age.ms` (Kafka's rule: the ConsumerCoordinator's metadata snapshot stops
+/// matching the assignment's) and the group rebalances onto every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_rejoins_when_a_subscribed_topic_gains_partitions() {
+    init_logging();
+    let mut target = Target::karst();
+    if !target.serves_groups().await {
+        eprintln!("SKIPPED: this karst node does not advertise the group APIs");
+        return;
+    }
+    let bootstrap = target.bootstrap();
+    let body = async {
+        target.create_topic("grows", 2).await;
+        let mut config = group_config(&bootstrap, "g-grows");
+        config.client.metadata_max_age_ms = 500;
+        let mut members = Vec::new();
+        for _ in 0..2 {
+            let mut c = Consumer::new(config.clone()).await.unwrap();
+            c.subscribe(vec!["grows".to_string()]).await.unwrap();
+            members.push(c);
+        }
+        poll_until(&mut members, "one partition each", None, |v| {
+            balanced(v, "grows", 2, 1)
+        })
+        .await;
+        let admin = karst::client::Admin::new(ClientConfig::new(&bootstrap))
+            .await
+            .unwrap();
+        admin.create_partitions("grows", 4).await.unwrap();
+        poll_until(&mut members, "two of the four partitions each", None, |v| {
+            balanced(v, "grows", 4, 2)
+        })
+        .await;
+        for c in members {
+            c.close().await.unwrap();
+        }
+    };
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .expect("test timed out");
 }

@@ -259,7 +259,11 @@ impl Broker {
             advertised_host: host,
             advertised_port: port,
             storage,
-            rng: Rng(seed),
+            // Topic ids must never repeat: a node restarted on a wiped disk with the same
+            // seed (the simulator's `karst.seed`) would hand the ids of its first life to
+            // other topics, and a client still caching one would fetch another topic's
+            // records by it. Mixing in the start time keeps runs deterministic.
+            rng: Rng(seed ^ (now as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             topics: BTreeMap::new(),
             topic_names_by_id: BTreeMap::new(),
             next_producer_id: 0,

@@ -372,6 +372,14 @@ impl<T: Decodable> PendingResponse<T> {
     }
 
     pub async fn wait(self) -> Result<T> {
+        self.wait_or(|_, _| None).await
+    }
+
+    /// Like [`PendingResponse::wait`], but a body the decoder rejects is first offered to
+    /// `salvage` (the body and its version): Some(response) is returned as the answer and the
+    /// connection stays open (the frame was intact, only a field broke the schema, e.g. an
+    /// error response from a broker that writes a null where Kafka writes empty bytes).
+    pub async fn wait_or(self, salvage: impl FnOnce(&Bytes, i16) -> Option<T>) -> Result<T> {
         let body = match tokio::time::timeout(self.timeout, self.reply).await {
             Ok(Ok(result)) => result?,
             Ok(Err(_)) => return Err(self.shared.disconnected()),
@@ -385,15 +393,18 @@ impl<T: Decodable> PendingResponse<T> {
                 return Err(error);
             }
         };
-        let mut body = body;
-        T::decode(&mut body, self.version).map_err(|e| {
+        let mut decoding = body.clone();
+        T::decode(&mut decoding, self.version).or_else(|e| {
+            if let Some(salvaged) = salvage(&body, self.version) {
+                return Ok(salvaged);
+            }
             let error = format!(
                 "cannot decode {} v{} response: {e}",
                 api_name(self.api_key),
                 self.version
             );
             self.shared.close(error.clone());
-            ClientError::Protocol(error)
+            Err(ClientError::Protocol(error))
         })
     }
 }

@@ -51,8 +51,9 @@ pub const LIST_OFFSETS_VERSION_CAP: i16 = 7;
 /// ListOffsets special timestamps (Kafka protocol): latest and earliest.
 pub const LATEST_TIMESTAMP: i64 = -1;
 pub const EARLIEST_TIMESTAMP: i64 = -2;
-/// Fetch results waiting for `poll`; at most one fetch per broker is in flight, so this only
-/// needs to exceed the broker count.
+/// Background results waiting for `poll`: at most one fetch per broker and one each of the
+/// metadata refresh, OffsetFetch and ListOffsets are in flight, so this only needs to exceed
+/// the broker count plus three.
 const FETCH_RESULTS_CAPACITY: usize = 256;
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 
@@ -178,12 +179,31 @@ pub(super) struct Position {
     pub(super) failures: u32,
 }
 
-struct FetchResult {
+pub(super) struct FetchResult {
     node_id: i32,
     epoch: u64,
     /// The partitions and offsets the fetch asked for.
     asked: Vec<(TopicPartition, i64)>,
     result: Result<FetchResponse>,
+}
+
+/// What a background task of the consumer reports to `poll`. Network round trips run in
+/// tasks so that `poll` never waits past its timeout (KIP-266) and a round trip a poll did not
+/// wait for is not lost: a later poll takes its result.
+pub(super) enum Completion {
+    Fetch(FetchResult),
+    Metadata(Result<()>),
+    /// OffsetFetch of the group's committed offsets for `wanted`, asked in assignment `epoch`.
+    Committed {
+        epoch: u64,
+        wanted: Vec<TopicPartition>,
+        result: Result<BTreeMap<TopicPartition, Option<i64>>>,
+    },
+    /// ListOffsets for positions to reset, asked in assignment `epoch`.
+    Offsets {
+        epoch: u64,
+        results: Vec<(TopicPartition, Result<(i64, i64)>)>,
+    },
 }
 
 /// A consumer with manual assignment.
@@ -194,10 +214,17 @@ pub struct Consumer {
     pub(super) buffered: VecDeque<ConsumerRecord>,
     buffered_bytes: usize,
     in_flight: BTreeSet<i32>,
-    epoch: u64,
-    results_tx: mpsc::Sender<FetchResult>,
-    results_rx: mpsc::Receiver<FetchResult>,
+    /// Bumped by every assignment change and seek; results asked under an older epoch are
+    /// dropped.
+    pub(super) epoch: u64,
+    pub(super) results_tx: mpsc::Sender<Completion>,
+    results_rx: mpsc::Receiver<Completion>,
     metadata_wanted: bool,
+    /// One metadata refresh, one OffsetFetch and one ListOffsets at a time run in the
+    /// background.
+    metadata_in_flight: bool,
+    pub(super) committed_in_flight: bool,
+    offsets_in_flight: bool,
     /// The coordinator side of `group.id`, when set.
     pub(super) group: Option<GroupClient>,
     /// The subscription's membership task and shared state, after `subscribe`.
@@ -230,6 +257,9 @@ impl Consumer {
             results_tx,
             results_rx,
             metadata_wanted: true,
+            metadata_in_flight: false,
+            committed_in_flight: false,
+            offsets_in_flight: false,
             group,
             membership: None,
             consumed: BTreeMap::new(),
@@ -373,15 +403,27 @@ impl Consumer {
     }
 
     /// Returns up to `max.poll.records` records, waiting at most `timeout` for some.
+    ///
+    /// KIP-266: returns within `timeout` (plus scheduling delay) whatever the brokers do.
+    /// Every network round trip it needs (metadata, OffsetFetch, ListOffsets, Fetch) runs in a
+    /// background task whose result a later poll takes if this one has to return first; the
+    /// only awaits here are bounded by the deadline.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
-        self.maybe_auto_commit().await;
+        // (madsim's tokio has no timeout_at.)
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, self.maybe_auto_commit())
+            .await
+            .is_err()
+        {
+            tracing::debug!("auto commit not started within the poll timeout");
+        }
         loop {
             if self.membership.is_some() && !self.follow_group(deadline).await? {
                 return Ok(Vec::new());
             }
-            self.resolve_positions().await?;
-            self.send_fetches().await;
+            self.resolve_positions()?;
+            self.send_fetches();
             if !self.buffered.is_empty() {
                 let n = self.buffered.len().min(self.config.max_poll_records.max(1));
                 let out: Vec<ConsumerRecord> = self.buffered.drain(..n).collect();
@@ -393,7 +435,7 @@ impl Consumer {
                     continue;
                 }
                 // Room freed: keep the pipeline full.
-                self.send_fetches().await;
+                self.send_fetches();
                 return Ok(out);
             }
             let wait_until = self
@@ -404,9 +446,9 @@ impl Consumer {
                 .map_or(deadline, |t| t.min(deadline));
             tokio::select! {
                 biased;
-                result = self.results_rx.recv() => {
-                    let result = result.expect("the consumer holds a sender");
-                    self.handle_fetch_result(result)?;
+                completion = self.results_rx.recv() => {
+                    let completion = completion.expect("the consumer holds a sender");
+                    self.handle_completion(completion)?;
                 }
                 _ = tokio::time::sleep_until(wait_until) => {
                     if Instant::now() >= deadline {
@@ -417,10 +459,45 @@ impl Consumer {
         }
     }
 
-    /// Resolves positions that need a reset: committed offsets by OffsetFetch, the rest by
-    /// ListOffsets at each leader.
-    async fn resolve_positions(&mut self) -> Result<()> {
-        self.resolve_committed().await?;
+    fn handle_completion(&mut self, completion: Completion) -> Result<()> {
+        match completion {
+            Completion::Fetch(result) => self.handle_fetch_result(result),
+            Completion::Metadata(result) => {
+                self.metadata_in_flight = false;
+                if let Err(e) = result {
+                    tracing::debug!("consumer metadata refresh failed: {e}");
+                    self.metadata_wanted = true;
+                }
+                Ok(())
+            }
+            Completion::Committed {
+                epoch,
+                wanted,
+                result,
+            } => {
+                self.committed_in_flight = false;
+                if epoch != self.epoch {
+                    return Ok(());
+                }
+                self.apply_committed(wanted, result)
+            }
+            Completion::Offsets { epoch, results } => {
+                self.offsets_in_flight = false;
+                if epoch != self.epoch {
+                    return Ok(());
+                }
+                self.apply_offsets(results)
+            }
+        }
+    }
+
+    /// Starts what resolving positions needs: committed offsets by OffsetFetch, the rest by
+    /// ListOffsets at each leader (in background tasks, see [`Consumer::poll`]).
+    fn resolve_positions(&mut self) -> Result<()> {
+        self.resolve_committed();
+        if self.offsets_in_flight {
+            return Ok(());
+        }
         let now = Instant::now();
         let wanted: Vec<(TopicPartition, i64)> = self
             .positions
@@ -445,14 +522,27 @@ impl Consumer {
         if wanted.is_empty() {
             return Ok(());
         }
-        if self.metadata_wanted {
-            self.refresh_metadata().await;
-        }
-        let results = list_offsets(&self.cluster, &wanted, self.config.isolation_level).await;
+        // list_offsets refreshes metadata itself for partitions without a known leader.
+        self.offsets_in_flight = true;
+        let cluster = self.cluster.clone();
+        let tx = self.results_tx.clone();
+        let epoch = self.epoch;
+        let isolation_level = self.config.isolation_level;
+        tokio::spawn(async move {
+            let results = list_offsets(&cluster, &wanted, isolation_level).await;
+            let _ = tx.send(Completion::Offsets { epoch, results }).await;
+        });
+        Ok(())
+    }
+
+    fn apply_offsets(&mut self, results: Vec<(TopicPartition, Result<(i64, i64)>)>) -> Result<()> {
         for (tp, result) in results {
             let Some(p) = self.positions.get_mut(&tp) else {
                 continue;
             };
+            if p.offset.is_some() {
+                continue;
+            }
             match result {
                 Ok((offset, _)) if offset >= 0 => {
                     p.offset = Some(offset);
@@ -476,22 +566,30 @@ impl Consumer {
         Ok(())
     }
 
-    async fn refresh_metadata(&mut self) {
+    /// Starts a metadata refresh of the assigned topics unless one is under way.
+    fn request_metadata(&mut self) {
+        if self.metadata_in_flight {
+            return;
+        }
+        self.metadata_wanted = false;
+        self.metadata_in_flight = true;
         let topics: BTreeSet<String> = self.positions.keys().map(|tp| tp.topic.clone()).collect();
         let topics: Vec<String> = topics.into_iter().collect();
-        match self.cluster.refresh_metadata(&topics).await {
-            Ok(()) => self.metadata_wanted = false,
-            Err(e) => tracing::debug!("consumer metadata refresh failed: {e}"),
-        }
+        let cluster = self.cluster.clone();
+        let tx = self.results_tx.clone();
+        tokio::spawn(async move {
+            let result = cluster.refresh_metadata(&topics).await;
+            let _ = tx.send(Completion::Metadata(result)).await;
+        });
     }
 
     /// Sends a Fetch to every leader that has no fetch in flight.
-    async fn send_fetches(&mut self) {
+    fn send_fetches(&mut self) {
         if self.buffered_bytes >= self.config.max_buffered_bytes {
             return;
         }
         if self.metadata_wanted {
-            self.refresh_metadata().await;
+            self.request_metadata();
         }
         let now = Instant::now();
         let mut by_node: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
@@ -512,11 +610,14 @@ impl Consumer {
                 None => leaderless.push(tp.clone()),
             }
         }
-        if !leaderless.is_empty() {
-            self.metadata_wanted = true;
+        // A partition without a leader waits for the refresh under way (its completion wakes
+        // the poll); with none under way it backs off and asks for one, so refreshes come no
+        // faster than the back-off.
+        if !leaderless.is_empty() && !self.metadata_in_flight {
             for tp in &leaderless {
                 self.back_off(tp);
             }
+            self.request_metadata();
         }
         for (node_id, asked) in by_node {
             let request = self.fetch_request(&asked);
@@ -549,12 +650,12 @@ impl Consumer {
                 }
                 .await;
                 let _ = tx
-                    .send(FetchResult {
+                    .send(Completion::Fetch(FetchResult {
                         node_id,
                         epoch,
                         asked,
                         result,
-                    })
+                    }))
                     .await;
             });
         }

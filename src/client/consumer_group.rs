@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::consumer::{Consumer, ConsumerRecord, Reset};
+use super::consumer::{Completion, Consumer, ConsumerRecord, Reset};
 use super::group::{
     spawn_membership, GroupSettings, GroupShared, Phase, FENCED_INSTANCE_ID, ILLEGAL_GENERATION,
     REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
@@ -201,9 +201,16 @@ impl Consumer {
         true
     }
 
-    /// Positions waiting for the group's committed offsets get them (OffsetFetch); partitions
-    /// without one fall back to `auto.offset.reset`.
-    pub(super) async fn resolve_committed(&mut self) -> Result<()> {
+    /// Positions waiting for the group's committed offsets get them (OffsetFetch, in a
+    /// background task whose result [`Consumer::apply_committed`] takes); partitions without
+    /// one fall back to `auto.offset.reset`.
+    pub(super) fn resolve_committed(&mut self) {
+        if self.committed_in_flight {
+            return;
+        }
+        let Some(group) = self.group.clone() else {
+            return;
+        };
         let now = Instant::now();
         let wanted: Vec<TopicPartition> = self
             .positions
@@ -215,19 +222,40 @@ impl Consumer {
             })
             .map(|(tp, _)| tp.clone())
             .collect();
-        let Some(group) = self.group.clone() else {
-            return Ok(());
-        };
         if wanted.is_empty() {
-            return Ok(());
+            return;
         }
-        match group.fetch_committed(&wanted).await {
+        self.committed_in_flight = true;
+        let tx = self.results_tx.clone();
+        let epoch = self.epoch;
+        tokio::spawn(async move {
+            let result = group.fetch_committed(&wanted).await;
+            let _ = tx
+                .send(Completion::Committed {
+                    epoch,
+                    wanted,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    /// Applies an OffsetFetch answer asked in the current assignment epoch.
+    pub(super) fn apply_committed(
+        &mut self,
+        wanted: Vec<TopicPartition>,
+        result: Result<BTreeMap<TopicPartition, Option<i64>>>,
+    ) -> Result<()> {
+        match result {
             Ok(committed) => {
                 let fallback = self.default_reset();
                 for tp in wanted {
                     let Some(p) = self.positions.get_mut(&tp) else {
                         continue;
                     };
+                    if p.offset.is_some() || p.reset != Some(Reset::Committed) {
+                        continue;
+                    }
                     match committed.get(&tp).copied().flatten() {
                         Some(offset) => {
                             p.offset = Some(offset);
@@ -239,7 +267,7 @@ impl Consumer {
                 Ok(())
             }
             Err(e) if e.is_retriable() => {
-                tracing::debug!("OffsetFetch for group {}: {e}", group.group_id());
+                tracing::debug!("OffsetFetch for the group: {e}");
                 for tp in &wanted {
                     self.back_off(tp);
                 }

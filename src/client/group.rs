@@ -37,7 +37,7 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
+    OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::{watch, Notify};
@@ -74,6 +74,7 @@ const JOIN_GRACE_MS: u64 = 5_000;
 /// Longest LeaveGroup wait on close.
 const LEAVE_TIMEOUT_MS: u64 = 5_000;
 
+pub const INVALID_REQUEST: i16 = 42;
 pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const NOT_COORDINATOR: i16 = 16;
@@ -465,6 +466,18 @@ pub async fn offset_fetch(
     Ok(out)
 }
 
+/// A SyncGroup error response whose assignment is null (librdkafka's mock cluster writes one;
+/// Kafka writes empty bytes) does not fit the schema's non-nullable `assignment`. Its error
+/// code still says what to do (REBALANCE_IN_PROGRESS: rejoin; a fatal code: stop), so it is
+/// read from its fixed place: the first field from v0, after `throttle_time_ms` from v1. A
+/// body that does not carry a non-zero error code there stays undecodable.
+fn salvage_sync_group_error(body: &bytes::Bytes, version: i16) -> Option<SyncGroupResponse> {
+    let at = if version >= 1 { 4 } else { 0 };
+    let field = body.get(at..at + 2)?;
+    let error_code = i16::from_be_bytes([field[0], field[1]]);
+    (error_code != 0).then(|| SyncGroupResponse::default().with_error_code(error_code))
+}
+
 /// Creates the shared state and starts the membership task.
 pub fn spawn_membership(
     client: GroupClient,
@@ -494,6 +507,7 @@ pub fn spawn_membership(
         cluster,
         settings,
         shared: shared.clone(),
+        assigned_metadata: Mutex::new(None),
     };
     let handle = tokio::spawn(member.run());
     (shared, handle)
@@ -512,6 +526,23 @@ struct Member {
     cluster: Cluster,
     settings: GroupSettings,
     shared: Arc<GroupShared>,
+    /// As the group's leader: the partition count (0: missing) of every topic some member
+    /// subscribes to, as the assignment of the current generation saw it. None when not the
+    /// leader (only the leader assigns, so only its view of the metadata matters).
+    assigned_metadata: Mutex<Option<BTreeMap<String, i32>>>,
+}
+
+/// Partition counts of `topics` in `cluster`'s metadata cache; 0 for a topic it does not know.
+fn partition_counts(cluster: &Cluster, topics: &[String]) -> BTreeMap<String, i32> {
+    topics
+        .iter()
+        .map(|t| {
+            (
+                t.clone(),
+                cluster.topic(t).map_or(0, |m| m.partition_count()),
+            )
+        })
+        .collect()
 }
 
 impl Member {
@@ -566,6 +597,10 @@ impl Member {
                     continue;
                 }
             }
+            if self.assigned_metadata_changed(heartbeat_every).await {
+                need_join = true;
+                continue;
+            }
             match self.heartbeat().await {
                 Ok(()) => last_heartbeat_ok = Instant::now(),
                 Err(e) => {
@@ -587,6 +622,39 @@ impl Member {
                 }
             }
         }
+    }
+
+    /// As the leader: whether a topic some member subscribes to was created, deleted or gained
+    /// partitions since the current assignment was made, so the group must rebalance (as
+    /// Kafka's ConsumerCoordinator does when its metadata snapshot stops matching the
+    /// assignment's). Missing topics are looked up at every heartbeat (a topic the group waits
+    /// for, e.g. re-created after data loss, is picked up promptly); otherwise the cache is
+    /// refreshed once it is older than `metadata.max.age.ms`. The lookup takes at most
+    /// `bound`, so heartbeats keep their pace.
+    async fn assigned_metadata_changed(&self, bound: Duration) -> bool {
+        let Some(assigned) = self.assigned_metadata.lock().unwrap().clone() else {
+            return false;
+        };
+        let topics: Vec<String> = assigned.keys().cloned().collect();
+        if assigned.values().any(|&count| count == 0) || self.cluster.metadata_is_stale() {
+            match tokio::time::timeout(bound, self.cluster.refresh_metadata(&topics)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(
+                    "group {}: metadata of the subscribed topics: {e}",
+                    self.settings.group_id
+                ),
+                Err(_) => {}
+            }
+        }
+        let now = partition_counts(&self.cluster, &topics);
+        if now != assigned {
+            tracing::debug!(
+                "group {}: subscribed topics changed ({assigned:?} -> {now:?}): rejoining",
+                self.settings.group_id
+            );
+            return true;
+        }
+        false
     }
 
     /// Sleeps up to `d`, waking early when asked (close, rejoin). A stale wake-up only
@@ -666,6 +734,7 @@ impl Member {
                 None => JoinFailure::Fatal(e),
             }
         };
+        *self.assigned_metadata.lock().unwrap() = None;
         let conn = self.client.connection().await.map_err(retry)?;
         let hold =
             Duration::from_millis(self.settings.rebalance_timeout_ms.max(0) as u64 + JOIN_GRACE_MS);
@@ -777,12 +846,18 @@ impl Member {
             .await
             .map_err(retry)?
             .with_timeout(hold)
-            .wait()
+            .wait_or(salvage_sync_group_error)
             .await
             .map_err(retry)?;
         if let Some(e) = ClientError::from_code(synced.error_code, None) {
             if matches!(e.code(), Some(UNKNOWN_MEMBER_ID | FENCED_INSTANCE_ID)) {
                 self.reset_member(true);
+            }
+            if e.code() == Some(INVALID_REQUEST) {
+                // librdkafka's mock answers a SyncGroup that no longer fits its view of the
+                // group (e.g. a leader's assignment naming members that have left) with
+                // INVALID_REQUEST; librdkafka rejoins on it, and so do we.
+                return Err(JoinFailure::Retry(e));
             }
             return Err(retry(e));
         }
@@ -823,14 +898,9 @@ impl Member {
         topics.sort();
         topics.dedup();
         self.cluster.refresh_metadata(&topics).await?;
-        let counts: BTreeMap<String, i32> = topics
-            .iter()
-            .filter_map(|t| {
-                self.cluster
-                    .topic(t)
-                    .map(|m| (t.clone(), m.partition_count()))
-            })
-            .collect();
+        let counts = partition_counts(&self.cluster, &topics);
+        *self.assigned_metadata.lock().unwrap() = Some(counts.clone());
+        let counts: BTreeMap<String, i32> = counts.into_iter().filter(|(_, n)| *n > 0).collect();
         let plan = assign(strategy, &members, &counts);
         plan.into_iter()
             .map(|(member_id, partitions)| {
@@ -904,5 +974,40 @@ impl Member {
             Ok(Err(e)) => tracing::debug!("group {}: LeaveGroup: {e}", self.settings.group_id),
             Err(_) => tracing::debug!("group {}: LeaveGroup timed out", self.settings.group_id),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{BufMut, BytesMut};
+    use kafka_protocol::protocol::Decodable;
+
+    fn sync_group_body(version: i16, error_code: i16) -> bytes::Bytes {
+        let mut body = BytesMut::new();
+        if version >= 1 {
+            body.put_i32(0); // throttle_time_ms
+        }
+        body.put_i16(error_code);
+        body.put_i32(-1); // assignment: null (the schema says non-nullable bytes)
+        body.freeze()
+    }
+
+    /// SyncGroup (v0-v3 layout): an error response whose assignment is null, as librdkafka's
+    /// mock cluster writes it, still yields its error code; without an error code it stays a
+    /// decode error.
+    #[test]
+    fn sync_group_error_with_null_assignment_keeps_its_error_code() {
+        for version in [0, 1, 3] {
+            let body = sync_group_body(version, REBALANCE_IN_PROGRESS);
+            assert!(
+                SyncGroupResponse::decode(&mut body.clone(), version).is_err(),
+                "v{version}: the schema rejects a null assignment"
+            );
+            let salvaged = salvage_sync_group_error(&body, version).expect("salvaged");
+            assert_eq!(salvaged.error_code, REBALANCE_IN_PROGRESS, "v{version}");
+            assert!(salvage_sync_group_error(&sync_group_body(version, 0), version).is_none());
+        }
+        assert!(salvage_sync_group_error(&bytes::Bytes::from_static(&[0]), 0).is_none());
     }
 }
