@@ -7,6 +7,8 @@
 //!   (`protocol::codec::decode_request`), for every API and version Karst advertises.
 //! - [`record_batch`]: produced batch bytes through the checks the broker and the log apply
 //!   before appending (`protocol::batch` and `PartitionLog::append`), then read back.
+//! - [`node_request`]: a sequence of request frames decoded and stepped through a whole sans-IO
+//!   node (broker and group coordinator) on the simulated disk; every response must encode.
 //! - [`log_recovery`]: a small log written on the simulated disk, shut down cleanly or
 //!   crashed, its files damaged by the input, then reopened: every durable batch before the
 //!   first damaged byte must read back unchanged.
@@ -25,6 +27,109 @@ use karst::storage::{CrashOptions, SimDisk, Storage};
 /// Largest record bytes the record_batch target hands to the log (Kafka's default
 /// message.max.bytes is 1 MiB; fuzz inputs are far smaller).
 const MAX_BATCH_INPUT_BYTES: usize = 1 << 20;
+
+/// Upper bound on the requests one node_request input sends.
+const MAX_NODE_REQUESTS: usize = 16;
+
+/// Splits `data` into frames (a one-byte length, then that many bytes; the first two bytes of
+/// each frame steered to an advertised API and version as in [`request_frame`]) and steps each
+/// decodable request through one fresh [`karst::node::Node`] on the simulated disk, completing
+/// its sync jobs and timers. Checked: no panic, the node's `invariants()` after every step, and
+/// every response it asks to send encodes at the version the client asked for.
+pub fn node_request(data: &[u8]) {
+    use karst::broker::{Effect, Input, RequestId};
+    let mut config = karst::config::NodeConfig::default();
+    config
+        .set("offsets.topic.num.partitions", "2")
+        .expect("config");
+    config
+        .set("group.initial.rebalance.delay.ms", "0")
+        .expect("config");
+    let disk = SimDisk::new(1);
+    let storage: Arc<dyn Storage> = Arc::new(disk);
+    let mut now = 1_000_000;
+    let mut node = karst::node::Node::open(config, "127.0.0.1:9092", storage, 1, now)
+        .expect("open node on an empty disk");
+    let mut effects = Vec::new();
+    node.step(
+        now,
+        Input::ConnectionOpened {
+            connection: 1,
+            client_host: "/127.0.0.1".to_string(),
+        },
+        &mut effects,
+    );
+    let mut rest = data;
+    for sequence in 0..MAX_NODE_REQUESTS as u64 {
+        let Some((&len, tail)) = rest.split_first() else {
+            break;
+        };
+        let len = (len as usize).min(tail.len());
+        let (frame, tail) = tail.split_at(len);
+        rest = tail;
+        if frame.len() < 2 {
+            continue;
+        }
+        let (key, min, max) = SUPPORTED[frame[0] as usize % SUPPORTED.len()];
+        let version = min + (frame[1] as i16) % (max - min + 1);
+        let mut steered = BytesMut::with_capacity(4 + frame.len());
+        steered.put_i16(key as i16);
+        steered.put_i16(version);
+        steered.put_slice(&frame[2..]);
+        let Decoded::Request(mut request) = decode_request(steered.freeze()) else {
+            continue;
+        };
+        own_produce_records(&mut request);
+        let id = RequestId {
+            connection: 1,
+            sequence,
+        };
+        now += 10;
+        let mut pending = vec![Input::Request { id, request }];
+        // Each input's effects may ask for syncs, whose completions are inputs again: bounded.
+        for _ in 0..64 {
+            let Some(input) = pending.pop() else { break };
+            effects.clear();
+            node.step(now, input, &mut effects);
+            node.invariants();
+            for effect in effects.drain(..) {
+                match effect {
+                    Effect::Respond {
+                        api_key,
+                        api_version,
+                        correlation_id,
+                        response,
+                        ..
+                    } => {
+                        let mut out = BytesMut::new();
+                        if let Err(error) = karst::protocol::codec::encode_response(
+                            correlation_id,
+                            api_key,
+                            api_version,
+                            &response,
+                            &mut out,
+                        ) {
+                            panic!("{api_key:?} v{api_version} response does not encode: {error}");
+                        }
+                    }
+                    Effect::Sync { log, job } => {
+                        let up_to_offset = job.up_to_offset;
+                        let result = job.run().map_err(|error| error.to_string());
+                        pending.push(Input::SyncCompleted {
+                            log,
+                            up_to_offset,
+                            result,
+                        });
+                    }
+                    Effect::NoResponse { .. } | Effect::Close { .. } => {}
+                }
+            }
+            if pending.is_empty() && node.next_deadline().is_some_and(|d| d <= now) {
+                pending.push(Input::Timer);
+            }
+        }
+    }
+}
 
 /// Feeds `data` to the request decoder twice: as is (the real path, where the fuzzer must find
 /// a supported api key and version itself), and steered: the first two bytes pick an

@@ -60,3 +60,11 @@ fn record_batch_regressions() {
 fn log_recovery_regressions() {
     replay("log_recovery", targets::log_recovery);
 }
+
+/// Requests stepped through a whole node: no panic, invariants hold, and every response
+/// encodes at the version the client asked for (Kafka protocol guide: the response version
+/// is the request's).
+#[test]
+fn node_request_regressions() {
+    replay("node_request", targets::node_request);
+}
