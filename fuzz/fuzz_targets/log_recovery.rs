@@ -1,0 +1,7 @@
+//! cargo-fuzz target `log_recovery`: see fuzz/targets_common.rs and docs/fuzzing.md.
+#![no_main]
+
+#[path = "../targets_common.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::log_recovery(data));
