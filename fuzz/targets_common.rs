@@ -21,7 +21,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use karst::log::{CleanupPolicy, FlushPolicy, LogConfig, PartitionLog};
 use karst::protocol::api_versions::SUPPORTED;
 use karst::protocol::batch::{self, testing::simple_batch, BatchHeader};
-use karst::protocol::codec::{decode_request, own_produce_records, Decoded};
+use karst::protocol::codec::{decode_request, Decoded};
 use karst::storage::{CrashOptions, SimDisk, Storage};
 
 /// Largest record bytes the record_batch target hands to the log (Kafka's default
@@ -76,10 +76,9 @@ pub fn node_request(data: &[u8]) {
         steered.put_i16(key as i16);
         steered.put_i16(version);
         steered.put_slice(&frame[2..]);
-        let Decoded::Request(mut request) = decode_request(steered.freeze()) else {
+        let Decoded::Request(request) = decode_request(steered.freeze()) else {
             continue;
         };
-        own_produce_records(&mut request);
         let id = RequestId {
             connection: 1,
             sequence,
@@ -151,10 +150,9 @@ pub fn request_frame(data: &[u8]) {
 
 fn decode_one(frame: Bytes) {
     match decode_request(frame) {
-        Decoded::Request(mut request) => {
-            // What a connection reader does next with a produce request.
-            own_produce_records(&mut request);
-        }
+        // A decoded request goes to the broker as it is (produce records stay slices of the
+        // frame); node_request steps it through a node.
+        Decoded::Request(_) => {}
         Decoded::Reply(reply) => {
             // A reply is a whole size-prefixed frame.
             assert!(reply.len() >= 4, "reply shorter than its size prefix");

@@ -368,14 +368,93 @@ pub struct RecordRef<'a> {
     pub attributes: u8,
 }
 
-fn decompress_with<D: kafka_protocol::compression::Decompressor<bytes::Bytes>>(
+/// The largest records section Karst decompresses (64 MiB). A compressed batch passes
+/// message.max.bytes on its compressed size, and zstd expands a few kilobytes of zeros into
+/// gigabytes: without a bound one produce request could take the node's memory and stall its
+/// step loop for seconds (a decompression bomb). Kafka streams records one at a time instead;
+/// this bound keeps Karst's whole-section decoding safe, far above what real producers send
+/// (a 1 MiB batch would need a ratio of 64).
+pub const MAX_DECOMPRESSED_SECTION_BYTES: usize = 64 << 20;
+
+/// Why a records section could not be decompressed.
+#[derive(Debug)]
+enum DecompressError {
+    /// Not valid data of the codec.
+    Invalid,
+    /// It would decompress to more than the bound.
+    TooLarge,
+}
+
+/// Reads `reader` to its end, refusing more than `limit` bytes.
+fn read_bounded(reader: impl std::io::Read, limit: usize) -> Result<Vec<u8>, DecompressError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| DecompressError::Invalid)?;
+    if out.len() > limit {
+        return Err(DecompressError::TooLarge);
+    }
+    Ok(out)
+}
+
+/// Kafka's snappy: xerial-framed blocks behind a 16-byte magic header, or (as the Java client
+/// also accepts) one raw snappy block. Each block's declared length is checked against what is
+/// left of the bound before anything is allocated.
+fn snappy_decompress(payload: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+    const MAGIC_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+    let mut out = Vec::new();
+    let decode_block = |block: &[u8], out: &mut Vec<u8>| {
+        let len = snap::raw::decompress_len(block).map_err(|_| DecompressError::Invalid)?;
+        if len > limit - out.len() {
+            return Err(DecompressError::TooLarge);
+        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        snap::raw::Decoder::new()
+            .decompress(block, &mut out[start..])
+            .map_err(|_| DecompressError::Invalid)?;
+        Ok(())
+    };
+    let Some(mut rest) = payload.strip_prefix(&MAGIC_HEADER[..]) else {
+        if payload.is_empty() {
+            return Err(DecompressError::Invalid);
+        }
+        decode_block(payload, &mut out)?;
+        return Ok(out);
+    };
+    while !rest.is_empty() {
+        let size: [u8; 4] = rest
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(DecompressError::Invalid)?;
+        let size = u32::from_be_bytes(size) as usize;
+        let block = rest.get(4..4 + size).ok_or(DecompressError::Invalid)?;
+        decode_block(block, &mut out)?;
+        rest = &rest[4 + size..];
+    }
+    Ok(out)
+}
+
+/// Decompresses a records section with codec `codec` (1 gzip, 2 snappy, 3 lz4, 4 zstd),
+/// refusing output over `limit` bytes.
+fn decompress_bounded(
+    codec: i16,
     payload: &[u8],
-) -> anyhow::Result<Vec<u8>> {
-    let mut input = bytes::Bytes::copy_from_slice(payload);
-    D::decompress(&mut input, |out| {
-        use bytes::Buf;
-        Ok(out.copy_to_bytes(out.remaining()).to_vec())
-    })
+    limit: usize,
+) -> Result<Vec<u8>, DecompressError> {
+    let invalid = |_| DecompressError::Invalid;
+    match codec {
+        1 => read_bounded(flate2::read::GzDecoder::new(payload), limit),
+        2 => snappy_decompress(payload, limit),
+        3 => read_bounded(lz4::Decoder::new(payload).map_err(invalid)?, limit),
+        4 => read_bounded(
+            zstd::stream::read::Decoder::new(payload).map_err(invalid)?,
+            limit,
+        ),
+        _ => Err(DecompressError::Invalid),
+    }
 }
 
 fn compress_with<C: kafka_protocol::compression::Compressor<bytes::BytesMut>>(
@@ -390,9 +469,15 @@ fn compress_with<C: kafka_protocol::compression::Compressor<bytes::BytesMut>>(
     Ok(out.to_vec())
 }
 
-/// The records section of a (validated) batch, decompressed with the batch's codec.
+/// The records section of a (validated) batch, decompressed with the batch's codec; a section
+/// that would decompress to more than [`MAX_DECOMPRESSED_SECTION_BYTES`] is refused as
+/// malformed (Kafka's CORRUPT_MESSAGE) without being expanded.
 pub fn records_section(batch: &[u8]) -> Result<Vec<u8>, BatchError> {
-    use kafka_protocol::compression::{Gzip, Lz4, Snappy, Zstd};
+    records_section_bounded(batch, MAX_DECOMPRESSED_SECTION_BYTES)
+}
+
+/// [`records_section`] with an explicit bound on the decompressed size.
+pub fn records_section_bounded(batch: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
     let header = parse_header(batch)?;
     let payload = batch
         .get(HEADER_SIZE..header.total_size())
@@ -400,15 +485,14 @@ pub fn records_section(batch: &[u8]) -> Result<Vec<u8>, BatchError> {
             needed: header.total_size(),
             available: batch.len(),
         })?;
-    let result = match header.compression() {
-        0 => return Ok(payload.to_vec()),
-        1 => decompress_with::<Gzip>(payload),
-        2 => decompress_with::<Snappy>(payload),
-        3 => decompress_with::<Lz4>(payload),
-        4 => decompress_with::<Zstd>(payload),
-        codec => return Err(BatchError::InvalidCompression(codec)),
-    };
-    result.map_err(|_| BatchError::MalformedRecord(HEADER_SIZE))
+    match header.compression() {
+        0 => Ok(payload.to_vec()),
+        codec @ 1..=4 => decompress_bounded(codec, payload, limit).map_err(|e| {
+            tracing::debug!("records section of a {codec} batch refused: {e:?}");
+            BatchError::MalformedRecord(HEADER_SIZE)
+        }),
+        codec => Err(BatchError::InvalidCompression(codec)),
+    }
 }
 
 /// Compresses a records section with codec `codec` (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
@@ -698,6 +782,64 @@ pub mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
+
+    /// A batch of one 1 MiB record of zeros, compressed with `codec`: a few kilobytes on the
+    /// wire at most.
+    fn zeros_batch(codec: i16) -> Vec<u8> {
+        let record = TestRecord {
+            key: Some(b"k".to_vec()),
+            value: Some(vec![0; 1 << 20]),
+            headers: Vec::new(),
+        };
+        let plain = build_batch(&[record], 0, NO_PRODUCER_ID, -1, NO_SEQUENCE);
+        compress_batch(&plain, codec)
+    }
+
+    /// Every codec decompresses what kafka-protocol's compressor (the one Karst's client and
+    /// the compactor use) produced, within the bound, and refuses to expand past it: a
+    /// decompression bomb costs at most the bound, never what the batch claims.
+    #[test]
+    fn decompression_is_bounded_for_every_codec() {
+        for codec in 1..=4 {
+            let batch = zeros_batch(codec);
+            assert!(
+                batch.len() < 64 << 10,
+                "codec {codec}: {} bytes",
+                batch.len()
+            );
+            let section = records_section_bounded(&batch, 2 << 20).expect("within the bound");
+            let records = parse_records(&section, 1).unwrap();
+            assert_eq!(
+                records[0].value.map(<[u8]>::len),
+                Some(1 << 20),
+                "codec {codec}"
+            );
+            assert_eq!(
+                records_section_bounded(&batch, 512 << 10),
+                Err(BatchError::MalformedRecord(HEADER_SIZE)),
+                "codec {codec} expanded past the bound"
+            );
+        }
+    }
+
+    /// Snappy's raw fallback declares its length up front: a header claiming gigabytes is
+    /// refused before anything is allocated, and garbage is refused, not a panic.
+    #[test]
+    fn snappy_declared_lengths_are_checked_before_allocating() {
+        // Varint 0xFFFFFFFF: a raw block claiming 4 GiB, then nothing.
+        let claim = [0xFF, 0xFF, 0xFF, 0xFF, 0x0F];
+        assert!(matches!(
+            snappy_decompress(&claim, MAX_DECOMPRESSED_SECTION_BYTES),
+            Err(DecompressError::TooLarge)
+        ));
+        let mut framed = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+        framed.extend_from_slice(&100u32.to_be_bytes());
+        framed.extend_from_slice(&[1, 2, 3]);
+        assert!(matches!(
+            snappy_decompress(&framed, MAX_DECOMPRESSED_SECTION_BYTES),
+            Err(DecompressError::Invalid)
+        ));
+    }
 
     #[test]
     fn built_batch_validates_and_reports_its_extent() {
