@@ -19,7 +19,9 @@
 //! Recovery is conservative on top of that: producer ids start at or above the registry's
 //! limit, above every producer id in any recovered partition log, and one block higher still
 //! if a slot was unreadable (a registry written before both-slot writes kept only the newest
-//! block in one slot, and consecutive generations differ by at most one block).
+//! block in one slot, and consecutive generations differ by at most one block). A recovery
+//! that found an unreadable slot rewrites both at once, so the registry never stays in one
+//! copy.
 
 use std::collections::BTreeMap;
 
@@ -224,6 +226,11 @@ impl Broker {
                     partitions: logs,
                 },
             );
+        }
+        if unreadable {
+            // Rewrite both slots now, so the registry is not left in one copy until the next
+            // topic admin request or producer id block (a second corruption would lose it).
+            self.persist_registry();
         }
         Ok(())
     }
