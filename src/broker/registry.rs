@@ -2,10 +2,26 @@
 //! producer id block, so a restart keeps topic ids and never hands out a producer id twice.
 //!
 //! The Storage trait has no rename, so the registry is written copy-on-write into two slots,
-//! `karst.topics.0` and `karst.topics.1`, alternating; each ends with its generation and a
-//! CRC-32C. Recovery takes the valid slot with the highest generation, so a crash in the middle
-//! of a write leaves the previous registry intact. Writes are synced inline: they happen only
-//! on topic admin requests and once per [`PRODUCER_ID_BLOCK`] InitProducerId calls.
+//! `karst.topics.0` and `karst.topics.1`; each copy ends with its generation and a CRC-32C.
+//! Recovery takes the valid slot with the highest generation, so a crash in the middle of a
+//! write leaves the previous registry intact.
+//!
+//! Every write stores the new registry in *both* slots (generation g+1, then g+2, each synced)
+//! before it returns, and nothing it records is acted on before it returns: no topic is
+//! acknowledged and, above all, no producer id of a newly reserved block is handed out. So
+//! once acted on, a registry survives the loss of either slot (torn, or a stored byte flipped
+//! later), and a slot that fails its CRC never costs a producer id block: a reused id makes a
+//! new producer's first batch look like a retry of another producer's batch (same id, epoch
+//! and sequence), acknowledged with that batch's offset and never written (KIP-98; Kafka's
+//! KIP-730 likewise never hands a producer id block out twice). Writes are synced inline: they
+//! happen only on topic admin requests and once per [`PRODUCER_ID_BLOCK`] InitProducerId calls.
+//!
+//! Recovery is conservative on top of that: producer ids start at or above the registry's
+//! limit, above every producer id in any recovered partition log, and one block higher still
+//! if a slot was unreadable (a registry written before both-slot writes kept only the newest
+//! block in one slot, and consecutive generations differ by at most one block). A recovery
+//! that found an unreadable slot rewrites both at once, so the registry never stays in one
+//! copy.
 
 use std::collections::BTreeMap;
 
@@ -89,9 +105,11 @@ impl Registry {
         Some(registry)
     }
 
-    /// Reads the newest valid slot, or None on a fresh data directory.
-    pub(crate) fn load(storage: &dyn Storage) -> anyhow::Result<Option<Registry>> {
+    /// Reads the newest valid slot (None on a fresh data directory, or if no slot is valid),
+    /// and whether some slot exists but is unreadable (torn or corrupt).
+    pub(crate) fn load(storage: &dyn Storage) -> anyhow::Result<(Option<Registry>, bool)> {
         let mut newest: Option<Registry> = None;
+        let mut unreadable = false;
         for slot in SLOTS {
             if !storage.exists(slot) {
                 continue;
@@ -108,24 +126,30 @@ impl Registry {
                         newest = Some(registry);
                     }
                 }
-                None => tracing::warn!(slot, "ignoring a torn or corrupt topic registry slot"),
+                None => {
+                    unreadable = true;
+                    tracing::warn!(slot, "ignoring a torn or corrupt topic registry slot");
+                }
             }
         }
-        Ok(newest)
+        Ok((newest, unreadable))
     }
 
-    /// Writes the next generation into the slot not holding the current one, durably.
+    /// Writes the registry durably into both slots, as the next two generations. On an error
+    /// `generation` still moves past every generation that may have reached the disk.
     pub(crate) fn store(&mut self, storage: &dyn Storage) -> std::io::Result<()> {
-        self.generation += 1;
-        let slot = SLOTS[(self.generation % 2) as usize];
-        let created = !storage.exists(slot);
-        let file = storage.open_file(slot, true)?;
-        let bytes = self.encode();
-        file.set_len(0)?;
-        file.write_at(&bytes, 0)?;
-        file.sync_data()?;
-        if created {
-            storage.sync_dir("")?;
+        for _ in SLOTS {
+            self.generation += 1;
+            let slot = SLOTS[(self.generation % 2) as usize];
+            let created = !storage.exists(slot);
+            let file = storage.open_file(slot, true)?;
+            let bytes = self.encode();
+            file.set_len(0)?;
+            file.write_at(&bytes, 0)?;
+            file.sync_data()?;
+            if created {
+                storage.sync_dir("")?;
+            }
         }
         Ok(())
     }
@@ -135,18 +159,24 @@ impl Broker {
     /// Recovers the registry, opens every partition log and rebuilds idempotent producer
     /// state from the logs' batch headers.
     pub(crate) fn recover(&mut self, now: Millis) -> anyhow::Result<()> {
-        let Some(registry) = Registry::load(self.storage.as_ref())? else {
+        let (registry, unreadable) = Registry::load(self.storage.as_ref())?;
+        let Some(registry) = registry else {
             // No registry: a new node, or one whose disk was lost. It cannot know which
             // producer ids an earlier incarnation handed out, and a reused id makes a new
             // producer's first batch look like a retry of the old producer's: acknowledged,
             // not written (simulator, node workload, seed 380). Start above any id an earlier
             // incarnation can have reached, as ids grow by far less than
             // FRESH_PRODUCER_IDS_PER_MS per millisecond of a node's life.
+            // (Both slots unreadable is such a loss too.)
             self.next_producer_id = now.max(0).saturating_mul(FRESH_PRODUCER_IDS_PER_MS);
             self.producer_id_limit = self.next_producer_id;
             return Ok(());
         };
-        self.next_producer_id = registry.producer_id_limit;
+        // Nothing at or above the limit was handed out (ids of a block are handed out only
+        // once the block is in both slots); the margin covers registries written by earlier
+        // versions, which wrote one slot per generation.
+        let margin = if unreadable { PRODUCER_ID_BLOCK } else { 0 };
+        self.next_producer_id = registry.producer_id_limit.saturating_add(margin);
         self.producer_id_limit = registry.producer_id_limit;
         self.registry_generation = registry.generation;
         for (name, (id, partitions, overrides)) in registry.topics {
@@ -197,17 +227,45 @@ impl Broker {
                 },
             );
         }
+        if unreadable {
+            // Rewrite both slots now, so the registry is not left in one copy until the next
+            // topic admin request or producer id block (a second corruption would lose it).
+            self.persist_registry();
+        }
         Ok(())
     }
 
-    /// Writes the registry (topics and the producer id block) durably.
+    /// Writes the registry (topics and the producer id block) durably. A failure is logged:
+    /// topics keep working in memory and the next successful write persists them.
     pub(crate) fn persist_registry(&mut self) {
-        if self.next_producer_id >= self.producer_id_limit {
-            self.producer_id_limit = self.next_producer_id + PRODUCER_ID_BLOCK;
+        let limit = self.producer_id_limit.max(self.next_producer_id);
+        if let Err(err) = self.write_registry(limit) {
+            tracing::error!("writing the topic registry failed: {err}");
         }
+    }
+
+    /// Reserves a new producer id block if the next id is not below the durable limit. Ids
+    /// are handed out only below a limit that is in both registry slots, so false (the write
+    /// failed) means no id may be handed out now.
+    pub(crate) fn reserve_producer_ids(&mut self) -> bool {
+        if self.next_producer_id < self.producer_id_limit {
+            return true;
+        }
+        match self.write_registry(self.next_producer_id.saturating_add(PRODUCER_ID_BLOCK)) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!("reserving a producer id block failed: {err}");
+                false
+            }
+        }
+    }
+
+    /// Writes the topics and `producer_id_limit`; the in-memory limit (what ids may be handed
+    /// out below) moves only once the write succeeded.
+    fn write_registry(&mut self, producer_id_limit: i64) -> std::io::Result<()> {
         let mut registry = Registry {
             generation: self.registry_generation,
-            producer_id_limit: self.producer_id_limit,
+            producer_id_limit,
             topics: self
                 .topics
                 .values()
@@ -223,11 +281,12 @@ impl Broker {
                 })
                 .collect(),
         };
-        if let Err(err) = registry.store(self.storage.as_ref()) {
-            // Topics keep working in memory; the next successful write persists them.
-            tracing::error!("writing the topic registry failed: {err}");
-        }
+        let result = registry.store(self.storage.as_ref());
         self.registry_generation = registry.generation;
+        if result.is_ok() {
+            self.producer_id_limit = producer_id_limit;
+        }
+        result
     }
 }
 
@@ -236,12 +295,10 @@ mod tests {
     use super::*;
     use crate::storage::SimDisk;
 
-    #[test]
-    fn registry_round_trips_and_survives_a_torn_slot() {
-        let disk = SimDisk::new(1);
-        let mut registry = Registry {
+    fn orders(producer_id_limit: i64) -> Registry {
+        Registry {
             generation: 0,
-            producer_id_limit: 1000,
+            producer_id_limit,
             topics: BTreeMap::from([(
                 "orders".to_string(),
                 (
@@ -250,16 +307,40 @@ mod tests {
                     BTreeMap::from([("retention.ms".to_string(), "5".to_string())]),
                 ),
             )]),
-        };
+        }
+    }
+
+    #[test]
+    fn registry_round_trips() {
+        let disk = SimDisk::new(1);
+        let mut registry = orders(1000);
         registry.store(&disk).unwrap();
-        let first = registry.clone();
-        assert_eq!(Registry::load(&disk).unwrap(), Some(first.clone()));
+        assert_eq!(registry.generation, 2);
+        assert_eq!(
+            Registry::load(&disk).unwrap(),
+            (Some(registry.clone()), false)
+        );
         registry.producer_id_limit = 2000;
         registry.store(&disk).unwrap();
-        assert_eq!(Registry::load(&disk).unwrap(), Some(registry.clone()));
-        // Corrupt the newer slot: recovery falls back to the older generation.
-        let newer = SLOTS[(registry.generation % 2) as usize];
-        assert!(disk.corrupt(newer, 20..22));
-        assert_eq!(Registry::load(&disk).unwrap(), Some(first));
+        assert_eq!(Registry::load(&disk).unwrap(), (Some(registry), false));
+    }
+
+    /// Either slot corrupted after a write was acted on: the other slot holds the same
+    /// registry (one generation apart), so no topic and no producer id block is lost.
+    #[test]
+    fn registry_survives_the_corruption_of_either_slot() {
+        for slot in SLOTS {
+            let disk = SimDisk::new(1);
+            let mut registry = orders(1000);
+            registry.store(&disk).unwrap();
+            registry.producer_id_limit = 2000;
+            registry.store(&disk).unwrap();
+            assert!(disk.corrupt(slot, 20..22));
+            let (loaded, unreadable) = Registry::load(&disk).unwrap();
+            let loaded = loaded.unwrap();
+            assert!(unreadable);
+            assert_eq!(loaded.producer_id_limit, 2000, "{slot} corrupted");
+            assert_eq!(loaded.topics, registry.topics, "{slot} corrupted");
+        }
     }
 }

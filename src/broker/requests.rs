@@ -754,11 +754,13 @@ impl Broker {
                 .with_producer_id(request.producer_id)
                 .with_producer_epoch(request.producer_epoch + 1);
         }
+        // The block must be durable before any of its ids is handed out, or a restart could
+        // hand the same id to another producer (KIP-730: blocks are never reused).
+        if !self.reserve_producer_ids() {
+            return response.with_error_code(error::COORDINATOR_NOT_AVAILABLE);
+        }
         let producer_id = self.next_producer_id;
         self.next_producer_id += 1;
-        if self.next_producer_id >= self.producer_id_limit {
-            self.persist_registry();
-        }
         response
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(0)

@@ -958,3 +958,99 @@ fn consumer_offsets_is_compacted_and_never_deleted_by_retention() {
         Some("compact")
     );
 }
+
+/// KIP-98 (and KIP-730's rule that a producer id block is never handed out twice): a producer
+/// id must never repeat, even when the newest registry slot is corrupted after the node handed
+/// out ids from the block it reserved. Before the fix, recovery fell back to the older slot's
+/// smaller limit and handed out an id a live producer already held; that producer's first
+/// batch then made the new producer's first batch (same id, epoch 0, sequence 0) look like a
+/// retry: acknowledged with the other record's offset and never written (simulator, node
+/// workload, seed 1260).
+#[test]
+fn corrupting_the_newest_registry_slot_never_reuses_a_producer_id() {
+    use crate::protocol::batch::testing::{build_batch, TestRecord};
+    let disk = Arc::new(SimDisk::new(7));
+    let open = |disk: &Arc<SimDisk>| Harness {
+        broker: Broker::open(
+            NodeConfig::default(),
+            "127.0.0.1:9092",
+            disk.clone(),
+            42,
+            NOW,
+        )
+        .unwrap(),
+        next_sequence: 0,
+    };
+    let init = |harness: &mut Harness| {
+        let request = RequestKind::InitProducerId(
+            InitProducerIdRequest::default().with_transactional_id(None),
+        );
+        let (_, effects) = harness.request(NOW, 4, request);
+        let [Seen::Respond(_, _, ResponseKind::InitProducerId(response))] = effects.as_slice()
+        else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(response.error_code, 0);
+        response.producer_id.0
+    };
+    let mut harness = open(&disk);
+    harness.create_topic("p", 1);
+    // Cross a block boundary, so the newest slot holds a larger limit than the older one.
+    let mut handed_out: Vec<i64> = (0..registry::PRODUCER_ID_BLOCK + 1)
+        .map(|_| init(&mut harness))
+        .collect();
+    // The last producer holds its id but has not written yet; an earlier one has.
+    let holder = *handed_out.last().unwrap();
+    let writer = handed_out[0];
+    let value = |value: u8| {
+        vec![TestRecord {
+            key: None,
+            value: Some(vec![value]),
+            headers: Vec::new(),
+        }]
+    };
+    let (_, effects) = harness.request(
+        NOW,
+        9,
+        produce("p", 0, -1, build_batch(&value(1), 0, writer, 0, 0)),
+    );
+    let [Seen::Respond(_, _, written), ..] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(written, &produce_response("p", 0, 0, 0));
+    harness.broker.close().unwrap();
+    // The node dies and a stored byte of the newest slot flips.
+    assert!(disk.corrupt("karst.topics.0", 20..21));
+    let mut harness = open(&disk);
+    // Recovery repaired the corrupted slot.
+    let (_, unreadable) = registry::Registry::load(disk.as_ref()).unwrap();
+    assert!(!unreadable);
+    for _ in 0..3 {
+        let id = init(&mut harness);
+        assert!(
+            handed_out.iter().all(|&old| id > old),
+            "producer id {id} handed out again (or below one already handed out)"
+        );
+        handed_out.push(id);
+    }
+    // The holder's first batch, then the new producer's first batch: both are written.
+    let newcomer = *handed_out.last().unwrap();
+    let (_, effects) = harness.request(
+        NOW,
+        9,
+        produce("p", 0, -1, build_batch(&value(2), 0, holder, 0, 0)),
+    );
+    let [Seen::Respond(_, _, first), ..] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(first, &produce_response("p", 0, 0, 1));
+    let (_, effects) = harness.request(
+        NOW,
+        9,
+        produce("p", 0, -1, build_batch(&value(3), 0, newcomer, 0, 0)),
+    );
+    let [Seen::Respond(_, _, second), ..] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(second, &produce_response("p", 0, 0, 2));
+}
