@@ -101,15 +101,17 @@ fn serve(config: NodeConfig) -> anyhow::Result<()> {
         }
     };
     let result = runtime.block_on(async move {
+        // Handlers first: a SIGTERM sent as soon as "listening on" appears must shut down
+        // cleanly, not kill the process with the default action.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
         let mut node = crate::runtime::start(config, storage).await?;
         {
             let mut stdout = std::io::stdout().lock();
             writeln!(stdout, "listening on {}", node.local_addr())?;
             stdout.flush()?;
         }
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
         tokio::select! {
             biased;
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
