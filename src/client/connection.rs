@@ -13,10 +13,7 @@
 //!   and the caller reconnects.
 //! - A request that gets no answer within `request.timeout.ms` fails with
 //!   [`ClientError::Timeout`] and closes the connection (as the Java client does), since a
-//!   later answer could not be told apart from a stale one by anyone but us. The deadlines of
-//!   all waiting requests sit in one queue per connection, watched by one task that sleeps
-//!   until the earliest: no timer per request (a runtime timer cannot be cancelled, so under
-//!   madsim each would stay in the timer heap until it expired).
+//!   later answer could not be told apart from a stale one by anyone but us.
 //! - Produce with acks=0 gets no response: [`Connection::send_no_response`].
 //!
 //! Only the reader and writer tasks touch the socket; they use `tokio::{net, io, sync, spawn}`
@@ -26,8 +23,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
@@ -65,95 +60,6 @@ struct Shared {
     close_reason: Mutex<Option<String>>,
     pending: Mutex<BTreeMap<i32, Pending>>,
     shutdown: Notify,
-    /// Deadlines of the requests being waited for, earliest first, each with the signal that
-    /// tells its waiter it has timed out (see [`watch_deadlines`]).
-    deadlines: Mutex<Deadlines>,
-    /// Wakes the deadline watcher: a new earliest deadline, or the connection closed.
-    deadlines_changed: Notify,
-}
-
-#[derive(Default)]
-struct Deadlines {
-    next_id: u64,
-    queue: BTreeMap<(Instant, u64), oneshot::Sender<()>>,
-    /// The deadline the watcher sleeps until (None: it waits for one to be registered).
-    armed: Option<Instant>,
-}
-
-impl Shared {
-    /// Registers a waiter's deadline; the returned receiver fires once it has passed.
-    fn add_deadline(&self, deadline: Instant) -> ((Instant, u64), oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
-        let mut deadlines = self.deadlines.lock().unwrap();
-        let key = (deadline, deadlines.next_id);
-        deadlines.next_id += 1;
-        let wake = deadlines.armed.is_none_or(|armed| deadline < armed);
-        if wake {
-            // Set now so that a burst of registrations wakes the watcher once.
-            deadlines.armed = Some(deadline);
-        }
-        deadlines.queue.insert(key, tx);
-        drop(deadlines);
-        if wake {
-            self.deadlines_changed.notify_one();
-        }
-        (key, rx)
-    }
-
-    fn remove_deadline(&self, key: &(Instant, u64)) {
-        self.deadlines.lock().unwrap().queue.remove(key);
-    }
-}
-
-/// Removes a waiter's deadline however the wait ends (answer, timeout, or the future dropped).
-struct DeadlineGuard<'a> {
-    shared: &'a Shared,
-    key: (Instant, u64),
-}
-
-impl Drop for DeadlineGuard<'_> {
-    fn drop(&mut self) {
-        self.shared.remove_deadline(&self.key);
-    }
-}
-
-/// The one timer of a connection: sleeps until the earliest registered deadline (woken early
-/// only by a deadline earlier than the one it sleeps until), then signals every waiter whose
-/// deadline has passed. A deadline removed early (the usual case: the answer came) leaves the
-/// sleep running to its old end, where the watcher finds nothing due and sleeps until the
-/// then earliest: about one wake per `request.timeout.ms`, not one timer per request. Ends
-/// once the connection is closed and no one waits (waiters still registered after the close
-/// keep their deadline, as a per-request timer would).
-async fn watch_deadlines(shared: Arc<Shared>) {
-    loop {
-        let earliest = {
-            let mut deadlines = shared.deadlines.lock().unwrap();
-            let earliest = deadlines.queue.keys().next().map(|(deadline, _)| *deadline);
-            if earliest.is_none() && shared.closed.load(Ordering::SeqCst) {
-                return;
-            }
-            deadlines.armed = earliest;
-            earliest
-        };
-        match earliest {
-            None => shared.deadlines_changed.notified().await,
-            Some(deadline) => {
-                tokio::select! {
-                    biased;
-                    _ = shared.deadlines_changed.notified() => continue,
-                    _ = tokio::time::sleep_until(deadline) => {}
-                }
-            }
-        }
-        let now = Instant::now();
-        let mut deadlines = shared.deadlines.lock().unwrap();
-        while let Some(entry) = deadlines.queue.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let _ = entry.remove().send(());
-        }
-    }
 }
 
 impl Shared {
@@ -170,7 +76,6 @@ impl Shared {
             }));
         }
         self.shutdown.notify_one();
-        self.deadlines_changed.notify_one();
     }
 
     fn disconnected(&self) -> ClientError {
@@ -241,13 +146,10 @@ impl Connection {
             close_reason: Mutex::new(None),
             pending: Mutex::new(BTreeMap::new()),
             shutdown: Notify::new(),
-            deadlines: Mutex::new(Deadlines::default()),
-            deadlines_changed: Notify::new(),
         });
         let (tx, rx) = mpsc::channel(MAX_QUEUED_REQUESTS);
         tokio::spawn(write_loop(shared.clone(), write_half, rx));
         tokio::spawn(read_loop(shared.clone(), read_half, max_response_bytes));
-        tokio::spawn(watch_deadlines(shared.clone()));
         let mut conn = Connection {
             shared,
             tx,
@@ -478,23 +380,10 @@ impl<T: Decodable> PendingResponse<T> {
     /// connection stays open (the frame was intact, only a field broke the schema, e.g. an
     /// error response from a broker that writes a null where Kafka writes empty bytes).
     pub async fn wait_or(self, salvage: impl FnOnce(&Bytes, i16) -> Option<T>) -> Result<T> {
-        let (key, mut expired) = self.shared.add_deadline(Instant::now() + self.timeout);
-        let guard = DeadlineGuard {
-            shared: &self.shared,
-            key,
-        };
-        // Biased towards the answer: one that arrives at the deadline's instant still counts,
-        // as with a per-request timeout that polls the answer first.
-        let outcome = tokio::select! {
-            biased;
-            reply = self.reply => Ok(reply),
-            _ = &mut expired => Err(()),
-        };
-        drop(guard);
-        let body = match outcome {
+        let body = match tokio::time::timeout(self.timeout, self.reply).await {
             Ok(Ok(result)) => result?,
             Ok(Err(_)) => return Err(self.shared.disconnected()),
-            Err(()) => {
+            Err(_) => {
                 let error = ClientError::Timeout {
                     api: api_name(self.api_key),
                     addr: self.shared.addr.clone(),
@@ -752,91 +641,6 @@ mod tests {
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_ne!(a.controller_id, b.controller_id);
         assert!(a.controller_id.0 < b.controller_id.0);
-    }
-
-    /// request.timeout.ms: an unanswered request fails with Timeout at its deadline and closes
-    /// the connection, failing the other outstanding request; answered requests before it are
-    /// not affected by the shared deadline queue.
-    #[tokio::test]
-    async fn unanswered_request_times_out_and_closes_the_connection() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            // Answer ApiVersions and the first Metadata request, then go silent.
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut answered = 0;
-            loop {
-                let mut size = [0u8; 4];
-                if stream.read_exact(&mut size).await.is_err() {
-                    return;
-                }
-                let mut body = BytesMut::zeroed(i32::from_be_bytes(size) as usize);
-                stream.read_exact(&mut body).await.unwrap();
-                let mut body = body.freeze();
-                let header = decode_request_header_from_buffer(&mut body).unwrap();
-                if answered == 2 {
-                    continue;
-                }
-                answered += 1;
-                let mut payload = BytesMut::new();
-                let version = header.request_api_version;
-                if header.request_api_key == ApiKey::ApiVersions as i16 {
-                    ResponseHeader::default()
-                        .with_correlation_id(header.correlation_id)
-                        .encode(&mut payload, 0)
-                        .unwrap();
-                    ApiVersionsResponse::default()
-                        .with_api_keys(vec![ApiVersion::default()
-                            .with_api_key(3)
-                            .with_min_version(0)
-                            .with_max_version(9)])
-                        .encode(&mut payload, version)
-                        .unwrap();
-                } else {
-                    ResponseHeader::default()
-                        .with_correlation_id(header.correlation_id)
-                        .encode(&mut payload, MetadataResponse::header_version(version))
-                        .unwrap();
-                    MetadataResponse::default()
-                        .encode(&mut payload, version)
-                        .unwrap();
-                }
-                let mut out = BytesMut::new();
-                out.put_i32(payload.len() as i32);
-                out.extend_from_slice(&payload);
-                stream.write_all(&out).await.unwrap();
-            }
-        });
-        let conn = Connection::connect(&addr, "test", 5000, 300, 1 << 20)
-            .await
-            .unwrap();
-        let req = MetadataRequest::default();
-        conn.send(&req, 9).await.unwrap();
-        let started = std::time::Instant::now();
-        let long = conn
-            .start(&req, 9)
-            .await
-            .unwrap()
-            .with_timeout(Duration::from_secs(30));
-        let (short, long) = tokio::join!(conn.send(&req, 9), long.wait());
-        let elapsed = started.elapsed();
-        assert!(
-            matches!(
-                short,
-                Err(ClientError::Timeout {
-                    timeout_ms: 300,
-                    ..
-                })
-            ),
-            "{short:?}"
-        );
-        assert!(
-            matches!(long, Err(ClientError::Disconnected { .. })),
-            "{long:?}"
-        );
-        assert!(conn.is_closed());
-        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
-        assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     }
 
     #[tokio::test]
