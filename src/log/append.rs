@@ -10,6 +10,29 @@
 
 use super::*;
 
+/// What an append of `headers` (positions and rewritten headers), from `base_offset` up to
+/// `next` (exclusive), reports.
+fn append_info(
+    base_offset: i64,
+    next: i64,
+    headers: Vec<(usize, BatchHeader)>,
+    log_append_time: Option<Millis>,
+    record_count: u64,
+) -> AppendInfo {
+    AppendInfo {
+        base_offset,
+        last_offset: next - 1,
+        max_timestamp: headers
+            .iter()
+            .map(|(_, h)| h.max_timestamp)
+            .max()
+            .unwrap_or(NO_TIMESTAMP),
+        log_append_time,
+        record_count,
+        batches: headers.into_iter().map(|(_, h)| h).collect(),
+    }
+}
+
 impl PartitionLog {
     /// Validates `batches` and returns the headers with their positions, and the record count.
     /// A produced batch (`replicated` false) must have one record per offset, and in a
@@ -94,18 +117,13 @@ impl PartitionLog {
         }
         self.write_batches(batches, &headers, now)?;
         self.unsynced_messages += record_count;
-        Ok(AppendInfo {
+        Ok(append_info(
             base_offset,
-            last_offset: next - 1,
-            max_timestamp: headers
-                .iter()
-                .map(|(_, h)| h.max_timestamp)
-                .max()
-                .unwrap_or(NO_TIMESTAMP),
-            log_append_time: log_append_time.then_some(now),
+            next,
+            headers,
+            log_append_time.then_some(now),
             record_count,
-            batches: headers.into_iter().map(|(_, h)| h).collect(),
-        })
+        ))
     }
 
     /// [`append`](Self::append) for batches the caller cannot hand over mutable: the same
@@ -133,18 +151,7 @@ impl PartitionLog {
         }
         self.write_batches_with(batches, &headers, now, true)?;
         self.unsynced_messages += record_count;
-        Ok(AppendInfo {
-            base_offset,
-            last_offset: next - 1,
-            max_timestamp: headers
-                .iter()
-                .map(|(_, h)| h.max_timestamp)
-                .max()
-                .unwrap_or(NO_TIMESTAMP),
-            log_append_time: None,
-            record_count,
-            batches: headers.into_iter().map(|(_, h)| h).collect(),
-        })
+        Ok(append_info(base_offset, next, headers, None, record_count))
     }
 
     /// Appends batches that already carry their offsets (a follower copying its leader): they

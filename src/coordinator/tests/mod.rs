@@ -112,6 +112,15 @@ impl Harness {
         })
     }
 
+    /// What was appended to `__consumer_offsets` partition `partition`, in order.
+    fn persisted_on(&self, partition: i32) -> Vec<PersistedRecord> {
+        self.persisted
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
     /// Completes every outstanding persist in order, recording what was appended.
     fn complete_all(&mut self, effects: &[Effect]) -> Vec<Effect> {
         let mut out = Vec::new();

@@ -250,12 +250,7 @@ fn load_rebuilds_groups_and_offsets_from_persisted_records() {
     let (_, e) = h.request(9, commit(&a, 1, 4, 77));
     h.complete_all(&e);
     let partition = partition_for_group(GROUP, 50);
-    let records: Vec<PersistedRecord> = h
-        .persisted
-        .iter()
-        .filter(|(p, _)| *p == partition)
-        .map(|(_, r)| r.clone())
-        .collect();
+    let records = h.persisted_on(partition);
     let mut fresh = GroupCoordinator::new(config());
     let skipped = fresh.load(1_000, partition, &records);
     fresh.invariants();
@@ -429,12 +424,7 @@ fn delete_groups_waits_for_a_commit_in_flight() {
     assert_eq!(d.results[0].error_code, NONE);
     assert_eq!(h.c.group_state(GROUP), None);
     let partition = partition_for_group(GROUP, 50);
-    let records: Vec<PersistedRecord> = h
-        .persisted
-        .iter()
-        .filter(|(p, _)| *p == partition)
-        .map(|(_, r)| r.clone())
-        .collect();
+    let records = h.persisted_on(partition);
     let mut fresh = GroupCoordinator::new(config());
     fresh.load(0, partition, &records);
     assert_eq!(fresh.group_state(GROUP), None);
