@@ -678,19 +678,6 @@ pub mod testing {
         pub headers: Vec<(String, Option<Vec<u8>>)>,
     }
 
-    fn put_varint(out: &mut Vec<u8>, value: i64) {
-        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-        loop {
-            let byte = (zigzag & 0x7f) as u8;
-            zigzag >>= 7;
-            if zigzag == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-
     fn put_bytes(out: &mut Vec<u8>, bytes: &Option<Vec<u8>>) {
         match bytes {
             None => put_varint(out, -1),
