@@ -64,7 +64,7 @@ impl Registry {
                 text.push_str(&format!("config {name} {key} {value}\n"));
             }
         }
-        let crc = crc32c::crc32c(text.as_bytes());
+        let crc = crate::protocol::crc32c(text.as_bytes());
         text.push_str(&format!("crc {crc}\n"));
         text.into_bytes()
     }
@@ -73,7 +73,7 @@ impl Registry {
         let text = std::str::from_utf8(bytes).ok()?;
         let body_end = text.rfind("crc ")?;
         let crc: u32 = text[body_end + 4..].trim().parse().ok()?;
-        if crc32c::crc32c(&bytes[..body_end]) != crc {
+        if crate::protocol::crc32c(&bytes[..body_end]) != crc {
             return None;
         }
         let mut lines = text[..body_end].lines();

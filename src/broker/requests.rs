@@ -45,6 +45,14 @@ enum PartitionOutcome {
     Failed(i16),
 }
 
+/// Where a request's answer goes.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    id: RequestId,
+    version: i16,
+    correlation_id: i32,
+}
+
 impl Broker {
     pub(crate) fn handle_request(
         &mut self,
@@ -57,7 +65,13 @@ impl Broker {
             api_key,
             header,
             request,
+            crcs_checked,
         } = request;
+        let crc = if crcs_checked {
+            batch::Crc::AlreadyChecked
+        } else {
+            batch::Crc::Check
+        };
         let version = header.request_api_version;
         let correlation_id = header.correlation_id;
         let response = match request {
@@ -68,7 +82,12 @@ impl Broker {
                 ResponseKind::Metadata(self.handle_metadata(version, request, now))
             }
             RequestKind::Produce(request) => {
-                return self.handle_produce(now, id, version, correlation_id, request, effects)
+                let answer = Answer {
+                    id,
+                    version,
+                    correlation_id,
+                };
+                return self.handle_produce(now, answer, request, crc, effects);
             }
             RequestKind::Fetch(request) => {
                 return self.handle_fetch(now, id, version, correlation_id, request, effects)
@@ -117,12 +136,16 @@ impl Broker {
     fn handle_produce(
         &mut self,
         now: Millis,
-        id: RequestId,
-        version: i16,
-        correlation_id: i32,
+        answer: Answer,
         request: ProduceRequest,
+        crc: batch::Crc,
         effects: &mut Vec<Effect>,
     ) {
+        let Answer {
+            id,
+            version,
+            correlation_id,
+        } = answer;
         let acks = request.acks;
         let request_timeout_ms = request.timeout_ms;
         let mut waits = Vec::new();
@@ -138,7 +161,7 @@ impl Broker {
                     // Transactions need the transaction coordinator, which Karst lacks.
                     PartitionOutcome::Failed(error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
                 } else {
-                    self.produce_partition(&name, data.index, data.records, acks, now)
+                    self.produce_partition(&name, data.index, data.records, acks, crc, now)
                 };
                 let mut response = PartitionProduceResponse::default().with_index(data.index);
                 if version >= 5 {
@@ -246,6 +269,7 @@ impl Broker {
         index: i32,
         records: Option<Bytes>,
         acks: i16,
+        crc: batch::Crc,
         now: Millis,
     ) -> PartitionOutcome {
         if super::is_internal_topic(name) {
@@ -330,8 +354,8 @@ impl Broker {
         // and written once.
         let visible_before = partition.high_watermark();
         let appended = match records.try_into_mut() {
-            Ok(mut owned) => partition.log.append(&mut owned, now),
-            Err(shared) => partition.log.append_shared(&shared, now),
+            Ok(mut owned) => partition.log.append_with(&mut owned, now, crc),
+            Err(shared) => partition.log.append_shared_with(&shared, now, crc),
         };
         let info = match appended {
             Ok(info) => info,

@@ -282,7 +282,7 @@ impl BatchBuilder {
         h.put_i16(producer_epoch);
         h.put_i32(base_sequence);
         h.put_i32(record_count);
-        let crc = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..]);
+        let crc = crate::protocol::crc32c(&buf[ATTRIBUTES_OFFSET..]);
         buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         Ok(buf.freeze())
     }
@@ -346,7 +346,7 @@ pub fn decode_batches(
             )));
         }
         let stored_crc = (&batch[CRC_OFFSET..CRC_OFFSET + 4]).get_u32();
-        if crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]) != stored_crc {
+        if crate::protocol::crc32c(&batch[ATTRIBUTES_OFFSET..]) != stored_crc {
             return Err(corrupt("CRC-32C mismatch"));
         }
         let mut h = &batch[..BATCH_HEADER_BYTES];

@@ -43,6 +43,7 @@ impl PartitionLog {
         &self,
         batches: &[u8],
         replicated: bool,
+        crc: batch::Crc,
     ) -> Result<(Vec<(usize, BatchHeader)>, u64), AppendError> {
         if batches.is_empty() {
             return Err(AppendError::Empty);
@@ -55,7 +56,7 @@ impl PartitionLog {
         }
         let mut headers = Vec::new();
         let mut records = 0u64;
-        for item in batch::iter_validated(batches) {
+        for item in batch::iter_validated_with(batches, crc) {
             let (position, header) = item.map_err(|error| AppendError::InvalidBatch {
                 position: headers
                     .last()
@@ -95,11 +96,22 @@ impl PartitionLog {
     /// offset by rewriting each header in place (and the max timestamp for LogAppendTime), and
     /// appends them with one write.
     pub fn append(&mut self, batches: &mut [u8], now: Millis) -> Result<AppendInfo, AppendError> {
+        self.append_with(batches, now, batch::Crc::Check)
+    }
+
+    /// [`append`](Self::append), skipping the CRC check when the caller already made it on
+    /// these bytes ([`batch::Crc::AlreadyChecked`]).
+    pub fn append_with(
+        &mut self,
+        batches: &mut [u8],
+        now: Millis,
+        crc: batch::Crc,
+    ) -> Result<AppendInfo, AppendError> {
         if self.closed {
             return Err(AppendError::Closed);
         }
         self.last_now = self.last_now.max(now);
-        let (mut headers, record_count) = self.validate_request(batches, false)?;
+        let (mut headers, record_count) = self.validate_request(batches, false, crc)?;
         let base_offset = self.log_end_offset();
         let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
         let mut next = base_offset;
@@ -135,14 +147,25 @@ impl PartitionLog {
         batches: &[u8],
         now: Millis,
     ) -> Result<AppendInfo, AppendError> {
+        self.append_shared_with(batches, now, batch::Crc::Check)
+    }
+
+    /// [`append_shared`](Self::append_shared), skipping the CRC check when the caller already
+    /// made it on these bytes ([`batch::Crc::AlreadyChecked`]).
+    pub fn append_shared_with(
+        &mut self,
+        batches: &[u8],
+        now: Millis,
+        crc: batch::Crc,
+    ) -> Result<AppendInfo, AppendError> {
         if self.config.timestamp_type == TimestampType::LogAppendTime {
-            return self.append(&mut batches.to_vec(), now);
+            return self.append_with(&mut batches.to_vec(), now, crc);
         }
         if self.closed {
             return Err(AppendError::Closed);
         }
         self.last_now = self.last_now.max(now);
-        let (mut headers, record_count) = self.validate_request(batches, false)?;
+        let (mut headers, record_count) = self.validate_request(batches, false, crc)?;
         let base_offset = self.log_end_offset();
         let mut next = base_offset;
         for (_, header) in headers.iter_mut() {
@@ -165,7 +188,7 @@ impl PartitionLog {
             return Err(AppendError::Closed);
         }
         self.last_now = self.last_now.max(now);
-        let (headers, record_count) = self.validate_request(batches, true)?;
+        let (headers, record_count) = self.validate_request(batches, true, batch::Crc::Check)?;
         let base_offset = self.log_end_offset();
         let mut expected = base_offset;
         for (_, header) in &headers {

@@ -190,7 +190,8 @@ pub(super) fn read_cleaner_checkpoint(storage: &dyn Storage, dir: &str) -> Optio
     let mut bytes = [0u8; 12];
     file.read_exact_at(&mut bytes, 0).ok()?;
     let crc = u32::from_be_bytes(bytes[8..].try_into().ok()?);
-    (crc32c::crc32c(&bytes[..8]) == crc).then(|| i64::from_be_bytes(bytes[..8].try_into().unwrap()))
+    (crate::protocol::crc32c(&bytes[..8]) == crc)
+        .then(|| i64::from_be_bytes(bytes[..8].try_into().unwrap()))
 }
 
 impl Cleaner {
@@ -478,7 +479,7 @@ impl PartitionLog {
         };
         let mut bytes = [0u8; 12];
         bytes[..8].copy_from_slice(&self.cleaner.first_dirty_offset.to_be_bytes());
-        let crc = crc32c::crc32c(&bytes[..8]);
+        let crc = crate::protocol::crc32c(&bytes[..8]);
         bytes[8..].copy_from_slice(&crc.to_be_bytes());
         file.write_at(&bytes, 0)?;
         self.cleaner.checkpoint_dirty = true;

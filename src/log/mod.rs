@@ -402,7 +402,7 @@ fn checkpoint_bytes(
     bytes[..8].copy_from_slice(&sequence.to_be_bytes());
     bytes[8..16].copy_from_slice(&log_start_offset.to_be_bytes());
     bytes[16..24].copy_from_slice(&recovery_point.to_be_bytes());
-    let crc = crc32c::crc32c(&bytes[..24]);
+    let crc = crate::protocol::crc32c(&bytes[..24]);
     bytes[24..].copy_from_slice(&crc.to_be_bytes());
     bytes
 }
@@ -412,7 +412,7 @@ type CheckpointSlot = (u64, i64, i64);
 
 fn parse_checkpoint_slot(bytes: &[u8]) -> Option<CheckpointSlot> {
     let crc = u32::from_be_bytes(bytes.get(24..28)?.try_into().ok()?);
-    if crc32c::crc32c(&bytes[..24]) != crc {
+    if crate::protocol::crc32c(&bytes[..24]) != crc {
         return None;
     }
     Some((

@@ -49,6 +49,7 @@ impl Node {
             api_key,
             header,
             request,
+            ..
         } = *request;
         let group_request = match request {
             RequestKind::FindCoordinator(request) => {

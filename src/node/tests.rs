@@ -72,11 +72,7 @@ impl Harness {
             .with_request_api_version(version)
             .with_correlation_id(id.sequence as i32 + 100)
             .with_client_id(Some(text("unit")));
-        let request = Box::new(DecodedRequest {
-            api_key,
-            header,
-            request,
-        });
+        let request = Box::new(DecodedRequest::new(api_key, header, request));
         (id, self.step(now, Input::Request { id, request }))
     }
 

@@ -208,13 +208,28 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 
 /// CRC-32C over the part of a batch the stored CRC covers (from `attributes` to the end).
 pub fn compute_crc(batch: &[u8]) -> u32 {
-    crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..])
+    crate::protocol::crc32c(&batch[ATTRIBUTES_OFFSET..])
+}
+
+/// Whether a validation computes the CRC-32C of each batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crc {
+    Check,
+    /// Every batch already passed [`validate`] with the CRC checked, on these same bytes
+    /// ([`all_valid`]): the connection reader checks a Produce request's batches while the
+    /// frame is still in its CPU's cache, so the log does not read them a second time.
+    AlreadyChecked,
 }
 
 /// Parses and fully validates the batch at the start of `buf`: extent, magic, CRC-32C, codec,
 /// and a record count consistent with the offset delta. Returns the header; the batch occupies
 /// `buf[..header.total_size()]`.
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    validate_with(buf, Crc::Check)
+}
+
+/// [`validate`], skipping the CRC when `crc` says it was already checked.
+pub fn validate_with(buf: &[u8], crc: Crc) -> Result<BatchHeader, BatchError> {
     let header = parse_header(buf)?;
     let total = header.total_size();
     if buf.len() < total {
@@ -223,12 +238,14 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             available: buf.len(),
         });
     }
-    let computed = compute_crc(&buf[..total]);
-    if computed != header.crc {
-        return Err(BatchError::CorruptCrc {
-            stored: header.crc,
-            computed,
-        });
+    if crc == Crc::Check {
+        let computed = compute_crc(&buf[..total]);
+        if computed != header.crc {
+            return Err(BatchError::CorruptCrc {
+                stored: header.crc,
+                computed,
+            });
+        }
     }
     if header.compression() > 4 {
         return Err(BatchError::InvalidCompression(header.compression()));
@@ -277,13 +294,27 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
 pub fn iter_validated(
     buf: &[u8],
 ) -> impl Iterator<Item = Result<(usize, BatchHeader), BatchError>> + '_ {
+    iter_validated_with(buf, Crc::Check)
+}
+
+/// True when `buf` is one or more complete batches that all pass [`validate`]: then
+/// [`Crc::AlreadyChecked`] may be used for these bytes.
+pub fn all_valid(buf: &[u8]) -> bool {
+    !buf.is_empty() && iter_validated(buf).all(|item| item.is_ok())
+}
+
+/// [`iter_validated`] with the CRC check as `crc` says.
+pub fn iter_validated_with(
+    buf: &[u8],
+    crc: Crc,
+) -> impl Iterator<Item = Result<(usize, BatchHeader), BatchError>> + '_ {
     let mut position = 0usize;
     let mut failed = false;
     std::iter::from_fn(move || {
         if failed || position >= buf.len() {
             return None;
         }
-        match validate(&buf[position..]) {
+        match validate_with(&buf[position..], crc) {
             Ok(header) => {
                 let at = position;
                 position += header.total_size();
@@ -769,6 +800,32 @@ pub mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
+
+    /// CRC-32C's check value (RFC 3720, B.4: the CRC of "123456789"), and Kafka's use of it:
+    /// a batch built with it validates, one flipped covered byte does not, unless the caller
+    /// says the CRC was already checked (the structure is still checked then).
+    #[test]
+    fn crc32c_is_castagnoli_and_already_checked_skips_only_the_crc() {
+        assert_eq!(crate::protocol::crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crate::protocol::crc32c(b""), 0);
+        let batch = simple_batch(3, 0);
+        assert!(validate(&batch).is_ok());
+        let mut flipped = batch.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(matches!(
+            validate(&flipped),
+            Err(BatchError::CorruptCrc { .. })
+        ));
+        assert!(!all_valid(&flipped));
+        assert!(validate_with(&flipped, Crc::AlreadyChecked).is_ok());
+        assert!(matches!(
+            validate_with(&flipped[..flipped.len() - 1], Crc::AlreadyChecked),
+            Err(BatchError::Truncated { .. })
+        ));
+        assert!(all_valid(&[batch.clone(), batch].concat()));
+        assert!(!all_valid(&[]));
+    }
 
     /// A batch of one 1 MiB record of zeros, compressed with `codec`: a few kilobytes on the
     /// wire at most.

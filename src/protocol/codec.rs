@@ -16,7 +16,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 
-use super::{api_versions, error};
+use super::{api_versions, batch, error};
 
 /// Kafka's default `socket.request.max.bytes` (100 MiB).
 pub const DEFAULT_SOCKET_REQUEST_MAX_BYTES: usize = 104_857_600;
@@ -52,6 +52,38 @@ pub struct DecodedRequest {
     pub api_key: ApiKey,
     pub header: RequestHeader,
     pub request: RequestKind,
+    /// Every partition's records in this Produce request passed [`batch::all_valid`] (CRC
+    /// included) when the frame was decoded, so the log skips the CRC
+    /// ([`batch::Crc::AlreadyChecked`]). Decoding runs on the connection's reader task right
+    /// after the frame arrived, with the bytes still in that CPU's cache; the broker's step
+    /// loop, one thread for all connections, then only writes them. False for anything else,
+    /// and whenever a batch fails: the log then checks again and answers the right error.
+    pub crcs_checked: bool,
+}
+
+impl DecodedRequest {
+    /// A request whose Produce records (if any) are still to be checked by the log.
+    pub fn new(api_key: ApiKey, header: RequestHeader, request: RequestKind) -> Self {
+        DecodedRequest {
+            api_key,
+            header,
+            request,
+            crcs_checked: false,
+        }
+    }
+}
+
+/// True when every partition's records in `request` are complete batches with valid CRCs.
+fn produce_crcs_valid(request: &RequestKind) -> bool {
+    let RequestKind::Produce(produce) = request else {
+        return false;
+    };
+    produce.topic_data.iter().all(|topic| {
+        topic
+            .partition_data
+            .iter()
+            .all(|partition| partition.records.as_deref().is_some_and(batch::all_valid))
+    })
 }
 
 /// What to do with one received frame.
@@ -96,6 +128,7 @@ pub fn decode_request(mut frame: Bytes) -> Decoded {
         Ok(request) => Decoded::Request(Box::new(DecodedRequest {
             api_key,
             header,
+            crcs_checked: produce_crcs_valid(&request),
             request,
         })),
         Err(err) => Decoded::Close(format!("bad {api_key:?} v{version} body: {err}")),
@@ -269,6 +302,54 @@ mod tests {
         let entries = api_versions::SUPPORTED.len();
         assert_eq!(out.len(), 4 + 4 + 2 + 1 + entries * 7 + 4 + 1);
         assert_eq!(*out.last().unwrap(), 0);
+    }
+
+    /// The CRC-32C of a Produce request's batches is checked while decoding (on the
+    /// connection's reader, with the frame in cache); the log then skips it. The flag must be
+    /// set only when every batch of every partition is valid, or a corrupt batch would be
+    /// written: KIP-98's v2 batch format puts the CRC over attributes..end.
+    #[test]
+    fn produce_crcs_are_checked_while_decoding() {
+        use super::super::batch::testing::simple_batch;
+        use kafka_protocol::messages::{produce_request, ProduceRequest};
+        let decode = |partitions: Vec<Vec<u8>>| {
+            let data = partitions
+                .into_iter()
+                .enumerate()
+                .map(|(index, records)| {
+                    produce_request::PartitionProduceData::default()
+                        .with_index(index as i32)
+                        .with_records(Some(Bytes::from(records)))
+                })
+                .collect();
+            let request = ProduceRequest::default().with_topic_data(vec![
+                produce_request::TopicProduceData::default().with_partition_data(data),
+            ]);
+            let frame = request_frame(ApiKey::Produce, 9, RequestKind::Produce(request));
+            let Decoded::Request(decoded) = decode_request(frame) else {
+                panic!("a well-formed Produce request decodes")
+            };
+            decoded.crcs_checked
+        };
+        let two_batches = [simple_batch(3, 0), simple_batch(2, 5)].concat();
+        assert!(decode(vec![simple_batch(4, 0), two_batches.clone()]));
+        // One flipped bit in the second batch of one partition: nothing is marked checked.
+        let mut corrupt = two_batches.clone();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        assert!(!decode(vec![simple_batch(4, 0), corrupt]));
+        // A truncated batch and an empty record set are left to the log to refuse.
+        assert!(!decode(vec![two_batches[..two_batches.len() - 1].to_vec()]));
+        assert!(!decode(vec![Vec::new()]));
+        // Requests other than Produce carry no records to check.
+        let Decoded::Request(metadata) = decode_request(request_frame(
+            ApiKey::Metadata,
+            12,
+            RequestKind::Metadata(Default::default()),
+        )) else {
+            panic!()
+        };
+        assert!(!metadata.crcs_checked);
     }
 
     /// Produce records are decoded as slices of the request frame, not copies: the broker

@@ -81,11 +81,7 @@ impl Harness {
             .with_request_api_key(api_key as i16)
             .with_request_api_version(version)
             .with_correlation_id(id.sequence as i32 + 100);
-        let decoded = DecodedRequest {
-            api_key,
-            header,
-            request,
-        };
+        let decoded = DecodedRequest::new(api_key, header, request);
         let effects = self.step(
             now,
             Input::Request {
@@ -672,11 +668,7 @@ fn every_advertised_version_encodes_its_response() {
                 NOW,
                 Input::Request {
                     id,
-                    request: Box::new(DecodedRequest {
-                        api_key,
-                        header,
-                        request,
-                    }),
+                    request: Box::new(DecodedRequest::new(api_key, header, request)),
                 },
                 &mut effects,
             );
