@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Side-by-side produce/consume benchmark: librdkafka's rdkafka_performance against a Karst node
-and against librdkafka's in-process mock broker (-X test.mock.num.brokers=1, the client-side
-ceiling), in one run, runs interleaved, medians over repetitions.
+and against two references, in one run, runs interleaved, medians over repetitions:
+- "mock": librdkafka's in-process mock broker (-X test.mock.num.brokers=1), the client-side
+  ceiling the issue names; it shares the client's process and auto-creates 4 partitions;
+- "mock6": the same mock broker code in its own process (tests/interop/mock_cluster.py, over
+  loopback TCP like Karst) with a 6-partition topic, the like-for-like reference.
 
 Usage (after ./tools/test has made .venv):
     .venv/bin/python tools/bench/produce_bench.py [--reps 3] [--karst-bin target/release/karst]
@@ -80,6 +83,28 @@ class KarstNode:
         shutil.rmtree(f"{self.dir}/data", ignore_errors=True)
 
 
+class StandaloneMock:
+    """librdkafka's mock cluster (one broker) in its own process: tests/interop/mock_cluster.py."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests/interop/mock_cluster.py"), "1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        assert line.startswith("bootstrap "), f"mock_cluster.py said {line!r}"
+        self.bootstrap = line.split()[1]
+
+    def create_topic(self, topic: str, partitions: int):
+        self.proc.stdin.write(f"topic {topic} {partitions}\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline().strip()
+        assert answer == "ok", f"mock_cluster.py: {answer!r}"
+
+    def stop(self):
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
 def create_topic(bootstrap: str, topic: str):
     from confluent_kafka.admin import AdminClient, NewTopic
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -128,25 +153,31 @@ def main():
     opts = ap.parse_args()
     karst_bin = ensure_tools(opts.karst_bin)
     node = KarstNode(karst_bin, opts.set)
-    print(f"karst node {node.bootstrap} ({karst_bin}), settings {opts.set or 'default'}",
-          file=sys.stderr)
+    mock6 = StandaloneMock()
+    print(f"karst node {node.bootstrap} ({karst_bin}), settings {opts.set or 'default'}; "
+          f"standalone mock {mock6.bootstrap}", file=sys.stderr)
+    targets = ["mock", "mock6", "karst"]
 
     configs = [(1024, 1, 400_000), (1024, -1, 400_000), (100, 1, 2_000_000),
                (100, -1, 2_000_000)]
     rows = []
     try:
         for size, acks, count in configs:
-            res = {"mock": [], "karst": []}
+            res = {target: [] for target in targets}
             cpu_per_gb = []
-            lat = {"mock": [], "karst": []}
-            consume = {"mock": [], "karst": []}
+            lat = {target: [] for target in targets}
+            consume = {"karst": []}
             for rep in range(opts.reps):
-                order = ["mock", "karst"] if rep % 2 == 0 else ["karst", "mock"]
+                # Each target goes first, second and last equally often.
+                order = targets[rep % 3:] + targets[:rep % 3]
                 for target in order:
                     topic = f"bench-{size}-{acks}-{rep}-{target}-{time.time_ns()}"
                     if target == "karst":
                         create_topic(node.bootstrap, topic)
                         conn = ["-b", node.bootstrap]
+                    elif target == "mock6":
+                        mock6.create_topic(topic, PARTITIONS)
+                        conn = ["-b", mock6.bootstrap]
                     else:
                         conn = ["-X", "test.mock.num.brokers=1"]
                     base = ["-P", "-t", topic, "-s", str(size), "-a", str(acks),
@@ -164,6 +195,8 @@ def main():
                     lat_topic = topic + "-lat"
                     if target == "karst":
                         create_topic(node.bootstrap, lat_topic)
+                    elif target == "mock6":
+                        mock6.create_topic(lat_topic, PARTITIONS)
                     lat_base = base[:]
                     lat_base[2] = lat_topic
                     lat[target].append(latency_run(lat_base, opts.latency_rate,
@@ -175,25 +208,29 @@ def main():
                 return statistics.median(x[i] for x in xs)
 
             rows.append((size, acks, count,
-                         med(res["mock"], 0), med(res["mock"], 1),
+                         med(res["mock"], 0), med(res["mock6"], 0),
                          med(res["karst"], 0), med(res["karst"], 1),
                          med(lat["mock"], 0), med(lat["mock"], 1),
+                         med(lat["mock6"], 0), med(lat["mock6"], 1),
                          med(lat["karst"], 0), med(lat["karst"], 1),
                          statistics.median(cpu_per_gb),
                          med(consume["karst"], 0), med(consume["karst"], 1)))
     finally:
         node.stop()
+        mock6.stop()
 
     print(f"\nrdkafka_performance (librdkafka 2.12.1), linger.ms=5, {PARTITIONS} partitions on "
-          f"Karst (the mock auto-creates 4), medians of {opts.reps}; latency at "
-          f"{opts.latency_rate} msgs/s.\n")
-    print("| record | acks | mock msgs/s | mock MB/s | karst msgs/s | karst MB/s | karst/mock "
-          "| mock p50/p99 ms | karst p50/p99 ms | karst CPU-s/GB | karst consume msgs/s (MB/s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (size, acks, count, mm, mmb, km, kmb, ml50, ml99, kl50, kl99, cpu, cm, cmb) in rows:
-        print(f"| {size} B | {acks} | {mm:,.0f} | {mmb:.1f} | {km:,.0f} | {kmb:.1f} | "
-              f"{km / mm:.0%} | {ml50:.1f}/{ml99:.1f} | {kl50:.1f}/{kl99:.1f} | {cpu:.1f} | "
-              f"{cm:,.0f} ({cmb:.1f}) |")
+          f"Karst and on the standalone mock (mock6), 4 on the in-process mock (it auto-creates "
+          f"4), medians of {opts.reps}; latency at {opts.latency_rate} msgs/s.\n")
+    print("| record | acks | mock msgs/s | mock6 msgs/s | karst msgs/s (MB/s) | karst/mock "
+          "| karst/mock6 | p50/p99 ms mock, mock6, karst | karst CPU-s/GB "
+          "| karst consume msgs/s (MB/s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (size, acks, count, mm, m6, km, kmb, ml50, ml99, m650, m699, kl50, kl99, cpu, cm,
+         cmb) in rows:
+        print(f"| {size} B | {acks} | {mm:,.0f} | {m6:,.0f} | {km:,.0f} ({kmb:.1f}) | "
+              f"{km / mm:.0%} | {km / m6:.0%} | {ml50:.1f}/{ml99:.1f}, {m650:.1f}/{m699:.1f}, "
+              f"{kl50:.1f}/{kl99:.1f} | {cpu:.1f} | {cm:,.0f} ({cmb:.1f}) |")
 
 
 if __name__ == "__main__":
