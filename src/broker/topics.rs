@@ -18,6 +18,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::internal::is_internal_topic;
+use super::LogId;
 use super::{Broker, Partition, Topic, MAX_PARTITIONS_PER_TOPIC};
 use crate::config::{TopicConfig, TOPIC_CONFIGS};
 use crate::log::PartitionLog;
@@ -179,6 +180,29 @@ impl Broker {
         Ok(id)
     }
 
+    /// Creates a topic for a request ([`create_topic`](Self::create_topic)) and has its logs
+    /// synced at the end of this step, while they are empty, as Kafka makes a new log
+    /// directory durable when it creates it. Left to the first append, the sync would flush a
+    /// file the producer is already filling, and every append behind it would wait.
+    fn create_topic_and_sync(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        config: TopicConfig,
+        now: Millis,
+    ) -> Result<uuid::Uuid, CreateError> {
+        let id = self.create_topic(name, partitions, config, now)?;
+        self.sync_new_logs(id, 0..partitions);
+        Ok(id)
+    }
+
+    fn sync_new_logs(&mut self, topic_id: uuid::Uuid, partitions: std::ops::Range<i32>) {
+        self.touched.extend(partitions.map(|partition| LogId {
+            topic_id,
+            partition,
+        }));
+    }
+
     /// Auto-creates `name` for Metadata (auto.create.topics.enable) and returns the error code
     /// to report: NONE if it now exists.
     pub(crate) fn auto_create(&mut self, name: &str, now: Millis) -> i16 {
@@ -193,7 +217,7 @@ impl Broker {
             .config
             .num_partitions
             .clamp(1, MAX_PARTITIONS_PER_TOPIC);
-        match self.create_topic(name, partitions, TopicConfig::default(), now) {
+        match self.create_topic_and_sync(name, partitions, TopicConfig::default(), now) {
             Ok(_) => {
                 tracing::info!(topic = name, partitions, "auto-created topic");
                 error::NONE
@@ -427,7 +451,7 @@ impl Broker {
         if validate_only {
             return Ok((uuid::Uuid::nil(), partitions, config));
         }
-        let id = self.create_topic(name, partitions, config.clone(), now)?;
+        let id = self.create_topic_and_sync(name, partitions, config.clone(), now)?;
         tracing::info!(topic = name, partitions, "created topic");
         Ok((id, partitions, config))
     }
@@ -577,7 +601,9 @@ impl Broker {
                 offline: false,
             });
         }
+        let topic_id = topic.id;
         self.persist_registry();
+        self.sync_new_logs(topic_id, current..wanted.count);
         Ok(())
     }
 

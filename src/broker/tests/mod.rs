@@ -103,11 +103,50 @@ impl Harness {
                     .with_replication_factor(-1),
             ])),
         );
-        let [Seen::Respond(_, _, ResponseKind::CreateTopics(response))] = effects.as_slice() else {
-            panic!("{effects:?}")
+        let (syncs, answers) = self.complete_syncs(effects);
+        let [Seen::Respond(_, _, ResponseKind::CreateTopics(response))] = answers.as_slice() else {
+            panic!("{answers:?}")
         };
         assert_eq!(response.topics[0].error_code, 0);
-        response.topics[0].topic_id
+        let id = response.topics[0].topic_id;
+        // The new logs are synced while empty, one job each, handed out with the answer.
+        let expected: Vec<LogId> = (0..partitions)
+            .map(|partition| LogId {
+                topic_id: id,
+                partition,
+            })
+            .collect();
+        assert_eq!(syncs, expected);
+        id
+    }
+
+    /// Completes the sync jobs among `effects` as the runtime would (successfully) and returns
+    /// their logs and the other effects, including those the completions caused.
+    fn complete_syncs(&mut self, effects: Vec<Seen>) -> (Vec<LogId>, Vec<Seen>) {
+        let mut syncs = Vec::new();
+        let mut others = Vec::new();
+        let mut pending = effects;
+        while !pending.is_empty() {
+            let mut next = Vec::new();
+            for effect in pending {
+                match effect {
+                    Seen::Sync(log, up_to_offset) => {
+                        syncs.push(log);
+                        next.extend(self.step(
+                            NOW,
+                            Input::SyncCompleted {
+                                log,
+                                up_to_offset,
+                                result: Ok(()),
+                            },
+                        ));
+                    }
+                    other => others.push(other),
+                }
+            }
+            pending = next;
+        }
+        (syncs, others)
     }
 }
 
@@ -195,23 +234,22 @@ fn fetched(response: &ResponseKind) -> (i16, i64, Bytes) {
     )
 }
 
-/// Produce acks=1 on the page-cache policy: answered at once with the assigned base offset;
-/// the log's first sync (new directory entries) is handed out as a Sync effect.
+/// Produce acks=1 on the page-cache policy: answered at once with the assigned base offset,
+/// and no sync: the log's first sync (its new directory entries) was handed out when the topic
+/// was created (Harness::create_topic checks it), not left to the first append, which would
+/// flush a file the producer is filling.
 #[test]
 fn produce_acks_1_answers_at_once() {
     let mut harness = Harness::new(&[]);
-    let topic_id = harness.create_topic("t", 1);
+    harness.create_topic("t", 1);
     let (id, effects) = harness.request(NOW, 9, produce("t", 0, 1, simple_batch(3, 0)));
-    let log = LogId {
-        topic_id,
-        partition: 0,
-    };
     assert_eq!(
         effects,
-        vec![
-            Seen::Respond(id, 100 + id.sequence as i32, produce_response("t", 0, 0, 0)),
-            Seen::Sync(log, 3),
-        ]
+        vec![Seen::Respond(
+            id,
+            100 + id.sequence as i32,
+            produce_response("t", 0, 0, 0)
+        )]
     );
     let (id, effects) = harness.request(NOW, 9, produce("t", 0, 1, simple_batch(2, 0)));
     assert_eq!(
@@ -336,10 +374,18 @@ fn metadata_auto_creation_follows_the_config_and_the_client() {
                     .with_name(Some(topic_name("auto")))])),
             ),
         );
-        let [Seen::Respond(_, _, ResponseKind::Metadata(response))] = effects.as_slice() else {
-            panic!("{effects:?}")
+        let (syncs, answers) = harness.complete_syncs(effects);
+        let [Seen::Respond(_, _, ResponseKind::Metadata(response))] = answers.as_slice() else {
+            panic!("{answers:?}")
         };
         assert_eq!(response.topics[0].error_code, expected);
+        // An auto-created topic's logs are synced at creation, like CreateTopics'.
+        let created = harness
+            .broker
+            .topics
+            .get("auto")
+            .map_or(0, |t| t.partitions.len());
+        assert_eq!(syncs.len(), created);
         assert_eq!(response.brokers[0].host.as_str(), "127.0.0.1");
         assert_eq!(response.brokers[0].port, 9092);
     }
@@ -466,8 +512,15 @@ fn create_partitions_and_delete_topics() {
         other => panic!("{other:?}"),
     };
     let (_, effects) = harness.request(NOW, 3, grow(3));
+    let (syncs, effects) = harness.complete_syncs(effects);
     assert_eq!(error_of(&effects), error::NONE);
     assert_eq!(harness.broker.topics["p"].partitions.len(), 3);
+    // The two new logs are synced at once, while empty.
+    let new_logs = [1, 2].map(|partition| LogId {
+        topic_id,
+        partition,
+    });
+    assert_eq!(syncs, new_logs);
     let (_, effects) = harness.request(NOW, 3, grow(2));
     assert_eq!(error_of(&effects), error::INVALID_PARTITIONS);
     let (_, effects) = harness.request(
