@@ -297,6 +297,7 @@ fn run(config: LogConfig, ops: Vec<Op>, seed: u64) {
             }
         }
         check(&log, &model, now, &config);
+        log.invariants();
     }
     // Finally: let the cleaner finish well past every horizon.
     log.set_cleanable_limit(log.log_end_offset());
@@ -307,6 +308,7 @@ fn run(config: LogConfig, ops: Vec<Op>, seed: u64) {
         now += 25;
     }
     check(&log, &model, now, &config);
+    log.invariants();
     if std::env::var("KARST_MODEL_STATS").is_ok() {
         eprintln!("cleaner stats: {:?}", log.cleaner_stats());
     }

@@ -355,7 +355,7 @@ fn run(config: LogConfig, ops: Vec<Op>, seed: u64) {
         }
         assert_eq!(log.log_end_offset(), model.log_end_offset());
         assert_eq!(log.log_start_offset(), model.log_start_offset);
-        assert!(log.durable_offset() <= log.log_end_offset());
+        log.invariants();
     }
 }
 

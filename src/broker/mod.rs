@@ -319,10 +319,8 @@ impl Broker {
             assert_eq!(self.topic_names_by_id.get(&topic.id), Some(name));
             assert!(!topic.partitions.is_empty());
             for partition in &topic.partitions {
-                let log = &partition.log;
-                assert!(log.log_start_offset() <= log.log_end_offset());
-                assert!(partition.high_watermark() <= log.log_end_offset());
-                assert!(log.durable_offset() <= log.log_end_offset());
+                partition.log.invariants();
+                assert!(partition.high_watermark() <= partition.log.log_end_offset());
             }
         }
         assert!(self.parked_fetches.len() <= MAX_PARKED_FETCHES);

@@ -26,6 +26,7 @@
 mod append;
 mod compaction;
 mod index;
+mod invariants;
 mod read;
 mod recovery;
 mod retention;

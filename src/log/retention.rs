@@ -41,6 +41,10 @@ impl PartitionLog {
                 segment.delete_files(&*self.storage, &self.dir)?;
                 self.dirty_segments.remove(&base);
             }
+            // The segment now active may have been closed below the recovery point; appends
+            // resume in it, so the next crash recovery must scan it again (a truncation at
+            // its end cuts nothing below, and used to leave the recovery point above it).
+            self.recovery_point = self.recovery_point.min(self.active().base_offset);
             let active = self.active_mut();
             if let Some((position, header)) = active.locate(offset)? {
                 active.truncate_at(position, header.base_offset)?;
