@@ -45,11 +45,8 @@ unsafe extern "C" fn clock_gettime(
     clockid: libc::clockid_t,
     tp: *mut libc::timespec,
 ) -> libc::c_int {
-    // KARST-PATCH: the clock is read through the current handle in place; 0.2.34 cloned the
-    // `TimeHandle` (two `Arc`s) on every call, and Rust programs read the clock a lot.
-    if let Some(dur) = crate::context::try_current(|handle| {
+    if let Some(time) = super::TimeHandle::try_current() {
         // inside a madsim context, use the simulated time.
-        let time = &handle.time;
         let system_time_duration = || {
             time.now_time()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -57,7 +54,7 @@ unsafe extern "C" fn clock_gettime(
         };
         let instant_duration = || time.now_instant().duration_since(std::mem::zeroed());
 
-        match clockid {
+        let dur = match clockid {
             // used by SystemTime
             libc::CLOCK_REALTIME => system_time_duration(),
             #[cfg(target_os = "linux")]
@@ -69,8 +66,7 @@ unsafe extern "C" fn clock_gettime(
             #[cfg(target_os = "macos")]
             libc::CLOCK_UPTIME_RAW => instant_duration(),
             _ => panic!("unsupported clockid: {clockid}"),
-        }
-    }) {
+        };
         tp.write(libc::timespec {
             tv_sec: dur.as_secs() as _,
             tv_nsec: dur.subsec_nanos() as _,
