@@ -9,6 +9,14 @@ use karst_sim::options::RunOptions;
 use karst_sim::sweep;
 use std::process::ExitCode;
 
+/// The simulator allocates and frees a few small objects for every simulated packet, task and
+/// message (a fifth of its instructions went to glibc's malloc and free); jemalloc's
+/// thread caches do the same for less (docs/benchmarks.md). Heap addresses never reach a
+/// trace, so the allocator cannot change a run.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "karst-sim", about = "Deterministic simulation of Karst")]
 struct Cli {

@@ -40,6 +40,9 @@ const MAX_FRAMES_PER_FLUSH: usize = 64;
 const API_VERSIONS_FIRST: i16 = 3;
 /// UNSUPPORTED_VERSION.
 const UNSUPPORTED_VERSION: i16 = 35;
+/// Starting buffer for a request other than Produce (a Fetch of a few partitions, Metadata,
+/// a group request); larger ones grow it.
+const SMALL_REQUEST_BYTES: usize = 256;
 
 type Reply = oneshot::Sender<Result<Bytes>>;
 
@@ -319,18 +322,33 @@ impl Connection {
             .with_correlation_id(correlation_id)
             .with_client_id(Some(self.client_id.clone()));
         let header_version = R::header_version(version);
-        let size = header
-            .compute_size(header_version)
-            .and_then(|h| request.compute_size(version).map(|b| h + b))
-            .map_err(|e| self.encode_error::<R>(version, e))?;
-        let mut buf = BytesMut::with_capacity(4 + size);
-        buf.put_i32(size as i32);
+        // Sizing a message walks it as far as encoding does, so only a Produce (whose record
+        // bytes would otherwise be copied again as the buffer grows) is sized first; other
+        // requests are small, and the size prefix is filled in afterwards.
+        let capacity = if R::KEY == ApiKey::Produce as i16 {
+            header
+                .compute_size(header_version)
+                .and_then(|h| request.compute_size(version).map(|b| 4 + h + b))
+                .map_err(|e| self.encode_error::<R>(version, e))?
+        } else {
+            SMALL_REQUEST_BYTES
+        };
+        let mut buf = BytesMut::with_capacity(capacity);
+        buf.put_i32(0);
         header
             .encode(&mut buf, header_version)
             .map_err(|e| self.encode_error::<R>(version, e))?;
         request
             .encode(&mut buf, version)
             .map_err(|e| self.encode_error::<R>(version, e))?;
+        let size = i32::try_from(buf.len() - 4).map_err(|_| {
+            ClientError::Protocol(format!(
+                "{} v{version} request of {} bytes is too large to frame",
+                api_name(R::KEY),
+                buf.len() - 4
+            ))
+        })?;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
         Ok((buf.freeze(), correlation_id))
     }
 
@@ -473,10 +491,13 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
     mut reader: R,
     max_response_bytes: usize,
 ) {
+    // One registration with `shutdown` for the connection's life, not one per frame.
+    let shutdown = shared.shutdown.notified();
+    tokio::pin!(shutdown);
     loop {
         let frame = tokio::select! {
             biased;
-            _ = shared.shutdown.notified() => break,
+            _ = &mut shutdown => break,
             frame = read_frame(&mut reader, max_response_bytes) => frame,
         };
         let mut frame = match frame {

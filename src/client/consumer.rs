@@ -232,6 +232,10 @@ pub struct Consumer {
     /// Next offset after the last record handed out, per partition (what commits commit).
     pub(super) consumed: BTreeMap<TopicPartition, i64>,
     pub(super) next_auto_commit: Option<Instant>,
+    /// Topic ids for Fetch v13+, as of metadata generation `topic_ids_generation` (looking one
+    /// up in the cluster copies the topic's whole metadata; fetches ask again and again).
+    topic_ids: BTreeMap<String, uuid::Uuid>,
+    topic_ids_generation: u64,
 }
 
 impl Consumer {
@@ -264,6 +268,8 @@ impl Consumer {
             membership: None,
             consumed: BTreeMap::new(),
             next_auto_commit: None,
+            topic_ids: BTreeMap::new(),
+            topic_ids_generation: 0,
         }
     }
 
@@ -410,14 +416,21 @@ impl Consumer {
     /// only awaits here are bounded by the deadline.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
-        // (madsim's tokio has no timeout_at.)
-        let left = deadline.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(left, self.maybe_auto_commit())
-            .await
-            .is_err()
+        // (madsim's tokio has no timeout_at; no time has passed since `deadline` was set.)
+        // Only a group member with auto commit has anything to do here: skip the timer.
+        if self.config.enable_auto_commit
+            && self.group.is_some()
+            && tokio::time::timeout(timeout, self.maybe_auto_commit())
+                .await
+                .is_err()
         {
             tracing::debug!("auto commit not started within the poll timeout");
         }
+        // One timer for the whole poll, moved only when the wake-up time does: a fresh sleep
+        // per completion would register a timer each.
+        let sleep = tokio::time::sleep_until(deadline);
+        tokio::pin!(sleep);
+        let mut sleeping_until = deadline;
         loop {
             if self.membership.is_some() && !self.follow_group(deadline).await? {
                 return Ok(Vec::new());
@@ -438,19 +451,27 @@ impl Consumer {
                 self.send_fetches();
                 return Ok(out);
             }
+            // A back-off already over was acted on above (its fetch or reset is under way and
+            // its completion wakes us); only one still ahead needs waking for.
+            let mut now = None;
             let wait_until = self
                 .positions
                 .values()
                 .filter_map(|p| p.not_before)
+                .filter(|t| *t > *now.get_or_insert_with(Instant::now))
                 .min()
                 .map_or(deadline, |t| t.min(deadline));
+            if wait_until != sleeping_until {
+                sleep.as_mut().reset(wait_until);
+                sleeping_until = wait_until;
+            }
             tokio::select! {
                 biased;
                 completion = self.results_rx.recv() => {
                     let completion = completion.expect("the consumer holds a sender");
                     self.handle_completion(completion)?;
                 }
-                _ = tokio::time::sleep_until(wait_until) => {
+                _ = &mut sleep => {
                     if Instant::now() >= deadline {
                         return Ok(Vec::new());
                     }
@@ -498,14 +519,15 @@ impl Consumer {
         if self.offsets_in_flight {
             return Ok(());
         }
-        let now = Instant::now();
+        let mut now = None;
         let wanted: Vec<(TopicPartition, i64)> = self
             .positions
             .iter()
             .filter(|(_, p)| {
                 p.offset.is_none()
                     && p.reset != Some(Reset::Committed)
-                    && p.not_before.is_none_or(|t| t <= now)
+                    && p.not_before
+                        .is_none_or(|t| t <= *now.get_or_insert_with(Instant::now))
             })
             .map(|(tp, p)| {
                 let timestamp = match p.reset {
@@ -591,12 +613,14 @@ impl Consumer {
         if self.metadata_wanted {
             self.request_metadata();
         }
-        let now = Instant::now();
+        let mut now = None;
         let mut by_node: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
         let mut leaderless = Vec::new();
         for (tp, p) in &self.positions {
             let Some(offset) = p.offset else { continue };
-            if p.not_before.is_some_and(|t| t > now) {
+            if p.not_before
+                .is_some_and(|t| t > *now.get_or_insert_with(Instant::now))
+            {
                 continue;
             }
             match self.cluster.leader_for(tp) {
@@ -661,7 +685,26 @@ impl Consumer {
         }
     }
 
-    fn fetch_request(&self, asked: &[(TopicPartition, i64)]) -> FetchRequest {
+    /// The topic's id in the cluster metadata (nil while unknown), cached per metadata
+    /// generation.
+    fn topic_id(&mut self, topic: &str) -> uuid::Uuid {
+        let generation = self.cluster.metadata_generation();
+        if generation != self.topic_ids_generation {
+            self.topic_ids.clear();
+            self.topic_ids_generation = generation;
+        }
+        if let Some(id) = self.topic_ids.get(topic) {
+            return *id;
+        }
+        let id = self
+            .cluster
+            .topic(topic)
+            .map_or(uuid::Uuid::nil(), |m| m.topic_id);
+        self.topic_ids.insert(topic.to_string(), id);
+        id
+    }
+
+    fn fetch_request(&mut self, asked: &[(TopicPartition, i64)]) -> FetchRequest {
         let mut topics: Vec<FetchTopic> = Vec::new();
         for (tp, offset) in asked {
             let partition = FetchPartition::default()
@@ -676,11 +719,7 @@ impl Consumer {
                 _ => topics.push(
                     FetchTopic::default()
                         .with_topic(TopicName(StrBytes::from_string(tp.topic.clone())))
-                        .with_topic_id(
-                            self.cluster
-                                .topic(&tp.topic)
-                                .map_or(uuid::Uuid::nil(), |m| m.topic_id),
-                        )
+                        .with_topic_id(self.topic_id(&tp.topic))
                         .with_partitions(vec![partition]),
                 ),
             }

@@ -21,7 +21,7 @@
 
 mod connection;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -274,11 +274,35 @@ async fn step_loop(
     disk: DiskThread,
     mut shutdown: oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
-    let mut connections: HashMap<ConnectionId, ConnectionHandle> = HashMap::new();
+    let mut connections: BTreeMap<ConnectionId, ConnectionHandle> = BTreeMap::new();
     let mut effects = Vec::new();
+    // One timer for the node's deadline, re-armed only when the deadline moves: most turns
+    // (a request in, its response out) leave it where it was, and a fresh sleep per turn costs
+    // a timer registration each (under madsim a timer that cannot be cancelled).
+    let timer = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed_for: Option<Millis> = None;
     loop {
-        let deadline = node.next_deadline();
-        let sleep_ms = deadline.map(|deadline| (deadline - now_ms()).max(0) as u64);
+        // A deadline that came due while the last turn's events were stepped is served before
+        // sleeping again (one `next_deadline` and one clock read per turn).
+        let now = now_ms();
+        let mut deadline = node.next_deadline();
+        if deadline.is_some_and(|deadline| deadline <= now) {
+            node.step(now, Input::Timer, &mut effects);
+            carry_out(&mut effects, &mut connections, &disk);
+            deadline = node.next_deadline();
+        }
+        if let Some(deadline) = deadline {
+            if armed_for != Some(deadline) {
+                // At least 1 ms, as tokio's and madsim's `sleep` round up: a deadline still due
+                // after the timer step must not spin without time passing.
+                let sleep_ms = (deadline - now_ms()).max(1) as u64;
+                timer.as_mut().reset(
+                    tokio::time::Instant::now() + std::time::Duration::from_millis(sleep_ms),
+                );
+                armed_for = Some(deadline);
+            }
+        }
         let event = tokio::select! {
             biased;
             _ = &mut shutdown => break,
@@ -287,8 +311,10 @@ async fn step_loop(
                 Some(event) => Some(event),
                 None => break,
             },
-            _ = tokio::time::sleep(std::time::Duration::from_millis(sleep_ms.unwrap_or(0))),
-                if sleep_ms.is_some() => None,
+            _ = &mut timer, if deadline.is_some() => {
+                armed_for = None;
+                None
+            }
         };
         let mut handled = 0;
         let mut next = event;
@@ -318,13 +344,6 @@ async fn step_loop(
                 },
             };
         }
-        if node
-            .next_deadline()
-            .is_some_and(|deadline| deadline <= now_ms())
-        {
-            node.step(now_ms(), Input::Timer, &mut effects);
-            carry_out(&mut effects, &mut connections, &disk);
-        }
     }
     for handle in connections.values() {
         let _ = handle.close.send(true);
@@ -334,7 +353,7 @@ async fn step_loop(
 
 fn to_input(
     event: Event,
-    connections: &mut HashMap<ConnectionId, ConnectionHandle>,
+    connections: &mut BTreeMap<ConnectionId, ConnectionHandle>,
 ) -> Option<Input> {
     match event {
         Event::Connected {
@@ -369,7 +388,7 @@ fn to_input(
 
 fn carry_out(
     effects: &mut Vec<Effect>,
-    connections: &mut HashMap<ConnectionId, ConnectionHandle>,
+    connections: &mut BTreeMap<ConnectionId, ConnectionHandle>,
     disk: &DiskThread,
 ) {
     for effect in effects.drain(..) {

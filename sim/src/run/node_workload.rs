@@ -613,10 +613,11 @@ async fn fetch_once(
     positions: &[(i64, u32)],
     shared: &Shared,
 ) -> Result<Fetched, ClientError> {
-    if cluster.topic(TOPIC).is_none() {
+    let tp = TopicPartition::new(TOPIC, 0);
+    // (`leader_for` rather than `topic`: the latter copies the topic's whole metadata.)
+    if cluster.leader_for(&tp).is_none() {
         cluster.refresh_metadata(&[TOPIC.to_string()]).await?;
     }
-    let tp = TopicPartition::new(TOPIC, 0);
     let (leader, _) = cluster
         .leader_for(&tp)
         .ok_or_else(|| ClientError::InvalidArgument(format!("no leader for {tp}")))?;

@@ -14,6 +14,11 @@ struct ProduceSend {
 }
 
 pub(super) async fn sender_loop(shared: Arc<Shared>) {
+    // One timer, moved only when the next wake-up does (a fresh sleep per turn registers a
+    // timer each; under madsim they cannot be cancelled).
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
+    let mut armed_for: Option<Instant> = None;
     loop {
         let (sends, next_wake, done, refresh) = drain(&shared);
         if refresh {
@@ -44,11 +49,19 @@ pub(super) async fn sender_loop(shared: Arc<Shared>) {
         if done {
             break;
         }
-        let sleep = next_wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        if let Some(wake) = next_wake {
+            if armed_for != Some(wake) {
+                // At least 1 ms ahead (as `sleep_until` under madsim): a wake-up already due
+                // whose cause is still in flight is retried after a pause, not in a spin.
+                let earliest = Instant::now() + Duration::from_millis(1);
+                timer.as_mut().reset(wake.max(earliest));
+                armed_for = Some(wake);
+            }
+        }
         tokio::select! {
             biased;
             _ = shared.wake_sender.notified() => {}
-            _ = tokio::time::sleep_until(sleep) => {}
+            _ = &mut timer, if next_wake.is_some() => armed_for = None,
         }
     }
 }
