@@ -9,7 +9,7 @@ use super::index::{
     decode_offset_entry, decode_time_entry, offset_entry, time_entry, Index, OFFSET_ENTRY_SIZE,
     TIME_ENTRY_SIZE,
 };
-use crate::protocol::batch::{self, BatchHeader, HEADER_SIZE, LOG_OVERHEAD};
+use crate::protocol::batch::{self, BatchHeader, HEADER_SIZE};
 use crate::storage::{join, Storage, StorageFile};
 use crate::Millis;
 
@@ -59,6 +59,19 @@ pub struct Segment {
     pub max_timestamp: i64,
     /// When the segment started counting toward segment.ms (creation or reopen time).
     pub roll_base_ms: Millis,
+}
+
+/// Where [`Segment::find_batch`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// The batch holding the offset, at this position.
+    Found(u64, BatchHeader),
+    /// At `position` a batch starting at `expected_offset` must be, and the bytes there are
+    /// not one (header unparsable or past the segment's end, wrong base offset, last offset
+    /// outside the segment).
+    Unreadable { position: u64, expected_offset: i64 },
+    /// The offset is at or past the segment's next offset.
+    End,
 }
 
 /// What a scan callback decides about the batch it is shown.
@@ -356,6 +369,12 @@ impl Segment {
 
     /// Position of the batch an index lookup says to start scanning from for `offset`.
     fn index_position(&self, offset: i64) -> io::Result<u64> {
+        Ok(self.index_entry(offset)?.0)
+    }
+
+    /// (position, base offset) of the batch an index lookup says to start scanning from for
+    /// `offset`: the last index entry at or below it, or the segment's start.
+    fn index_entry(&self, offset: i64) -> io::Result<(u64, i64)> {
         let relative = offset - self.base_offset;
         let found = self
             .offset_index
@@ -364,9 +383,73 @@ impl Segment {
             Some(i) => {
                 let mut buf = [0u8; 16];
                 self.offset_index.entry(i, &mut buf)?;
-                decode_offset_entry(&buf).1 as u64
+                let (relative, position) = decode_offset_entry(&buf);
+                (position as u64, self.base_offset + relative as i64)
             }
-            None => 0,
+            None => (0, self.base_offset),
+        })
+    }
+
+    /// Whether `header`, found at a position where a batch starting at `expected_offset` must
+    /// be, is structurally that batch: the right base offset and a last offset inside the
+    /// segment (the header parsed and fits in the file already).
+    pub fn batch_fits(&self, header: &BatchHeader, expected_offset: i64) -> bool {
+        header.base_offset == expected_offset
+            && header.last_offset_delta >= 0
+            && header.last_offset() < self.next_offset
+    }
+
+    /// Finds the batch holding `offset` by walking headers from the nearest index entry and
+    /// checking the structure every batch has (batches are contiguous in offsets and bytes:
+    /// recovery and the cleaner keep them so). Unlike [`Segment::locate`] it tells a corrupt
+    /// batch apart from an offset past the segment: a closed segment below the recovery point
+    /// is never re-validated (as in Kafka), so its bytes may have rotted since they were
+    /// written. Reads only headers; CRCs are the consumer's to check.
+    pub fn find_batch(&self, offset: i64) -> io::Result<Walk> {
+        if offset >= self.next_offset {
+            return Ok(Walk::End);
+        }
+        let (start, start_offset) = self.index_entry(offset)?;
+        match self.walk(start, start_offset, offset)? {
+            // The index entry itself points at no such batch (indexes are not checksummed):
+            // distrust it and walk from the segment's start.
+            Walk::Unreadable { position, .. } if start > 0 && position == start => {
+                self.walk(0, self.base_offset, offset)
+            }
+            walk => Ok(walk),
+        }
+    }
+
+    /// Walks from the batch at `start`, which must begin at `start_offset`, to the batch
+    /// holding `offset` (< next_offset).
+    fn walk(&self, start: u64, start_offset: i64, offset: i64) -> io::Result<Walk> {
+        let mut expected = start_offset;
+        let mut found = None;
+        let (_, at) = scan(
+            &*self.log,
+            start,
+            self.size,
+            false,
+            |position, header, _| {
+                if !self.batch_fits(header, expected) {
+                    return Step::Stop;
+                }
+                if header.last_offset() >= offset {
+                    found = Some((position, *header));
+                    return Step::Stop;
+                }
+                expected = header.next_offset();
+                Step::Continue
+            },
+        )?;
+        // Also when the batches end before `offset` does: the segment's summary says the
+        // offset is here, so something must hold it.
+        Ok(match found {
+            Some((position, header)) => Walk::Found(position, header),
+            None => Walk::Unreadable {
+                position: at,
+                expected_offset: expected,
+            },
         })
     }
 
@@ -499,21 +582,4 @@ pub fn delete_segment_files(storage: &dyn Storage, dir: &str, base_offset: i64) 
         }
     }
     Ok(())
-}
-
-/// The offset after the batch whose (whole, validated) header starts at `buf[at..]`.
-pub fn next_offset_at(buf: &[u8], at: usize) -> i64 {
-    let base = i64::from_be_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
-    let delta = i32::from_be_bytes(buf[at + 23..at + 27].try_into().expect("4 bytes"));
-    base + delta as i64 + 1
-}
-
-/// Total size of the batch whose header starts at `buf[at..]`, if its length field is there.
-pub fn batch_size_at(buf: &[u8], at: usize) -> Option<usize> {
-    let field = buf.get(at + 8..at + LOG_OVERHEAD)?;
-    let length = i32::from_be_bytes(field.try_into().ok()?);
-    if length < batch::MIN_BATCH_LENGTH {
-        return None;
-    }
-    Some(LOG_OVERHEAD + length as usize)
 }
