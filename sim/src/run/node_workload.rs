@@ -42,6 +42,8 @@ const TOPIC: &str = "sim";
 const OFFSETS_TOPIC_PARTITIONS: i32 = 3;
 /// Kafka's OFFSET_OUT_OF_RANGE error code.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
+/// Kafka's CORRUPT_MESSAGE error code: the broker cannot read the stored batch there.
+const CORRUPT_MESSAGE: i16 = 2;
 const PARTITIONS: i32 = 3;
 const PORT: u16 = 9092;
 /// Records an idempotent producer keeps in flight (Kafka allows up to 5 with idempotence).
@@ -677,6 +679,15 @@ fn record_fetch(
                 "fetcher-{id}: partition {partition} offset {position} out of range: session {session} from 0"
             ));
             *position = 0;
+            continue;
+        }
+        if *error_code == CORRUPT_MESSAGE {
+            // Corrupted storage the broker detected itself: step past it, as for a batch
+            // that fails to decode below (retrying would read the same bytes for ever).
+            shared.event(format!(
+                "fetcher-{id}: partition {partition} offset {position}: broker reports a corrupt batch: skipping one offset"
+            ));
+            *position += 1;
             continue;
         }
         if *error_code != 0 {
