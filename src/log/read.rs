@@ -143,14 +143,24 @@ impl PartitionLog {
         &self,
         segment: &Segment,
         timestamp: i64,
-    ) -> Result<Option<(i64, i64)>, LogError> {
+    ) -> Result<Option<(i64, i64)>, ReadError> {
         let start_offset = self.log_start_offset;
-        let position = segment.time_position(timestamp)?;
-        let found = segment.first_batch_where(position, |header| {
-            header.max_timestamp >= timestamp && header.last_offset() >= start_offset
-        })?;
-        let Some((position, header)) = found else {
-            return Ok(None);
+        let (position, header) = match segment
+            .find_batch_by_timestamp(timestamp, |header| header.last_offset() >= start_offset)?
+        {
+            Walk::Found(position, header) => (position, header),
+            Walk::End => return Ok(None),
+            Walk::Unreadable {
+                position,
+                expected_offset,
+            } => {
+                return Err(ReadError::Corrupt {
+                    offset: expected_offset,
+                    segment_base_offset: segment.base_offset,
+                    position,
+                    expected_offset,
+                })
+            }
         };
         if header.compression() != 0 {
             return Ok(Some((
@@ -187,8 +197,9 @@ impl PartitionLog {
     }
 
     /// ListOffsets by timestamp: the first offset whose record timestamp >= `timestamp`, with
-    /// that timestamp.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+    /// that timestamp. [`ReadError::Corrupt`] when a batch on the way is unreadable (Kafka's
+    /// ListOffsets answers CORRUPT_MESSAGE for the partition then).
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
         for segment in self.live_segments() {
             if segment.max_timestamp < timestamp {
                 continue;

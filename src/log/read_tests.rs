@@ -205,3 +205,23 @@ fn a_torn_tail_above_the_recovery_point_is_still_cut_by_recovery() {
     assert_never_empty_below_the_log_end(&log);
     assert!(log.read(15, 1 << 20, 15).unwrap().is_empty());
 }
+
+/// ListOffsets by timestamp walks the same headers: through a rotted batch it reports Corrupt
+/// (Kafka answers the CorruptRecordException as CORRUPT_MESSAGE), not "no such timestamp",
+/// which would send a consumer resetting by time to the log end.
+#[test]
+fn offset_for_timestamp_through_a_rotted_batch_reads_as_corrupt_message() {
+    let disk = SimDisk::new(11);
+    let batches = crashed_log_with_segments(&disk);
+    let (position, header) = batches[2];
+    let path = format!("{DIR}/{}", segment::log_name(0));
+    assert!(disk.corrupt(&path, position as u64..position as u64 + 8));
+    let log = reopen(&disk);
+    // Timestamps equal offsets in this log.
+    assert_eq!(log.offset_for_timestamp(1).unwrap(), Some((1, 1)));
+    let err = log
+        .offset_for_timestamp(header.base_offset + 1)
+        .unwrap_err();
+    assert_eq!(err.error_code(), error_codes::CORRUPT_MESSAGE, "{err}");
+    assert_eq!(log.offset_for_timestamp(100).unwrap(), Some((100, 100)));
+}

@@ -409,23 +409,59 @@ impl Segment {
         if offset >= self.next_offset {
             return Ok(Walk::End);
         }
-        let (start, start_offset) = self.index_entry(offset)?;
-        match self.walk(start, start_offset, offset)? {
-            // The index entry itself points at no such batch (indexes are not checksummed):
-            // distrust it and walk from the segment's start.
+        let start = self.index_entry(offset)?;
+        // The segment's summary says the offset is here: a walk that ends before it found
+        // batches ending early, which is corruption too.
+        match self.walk_from_entry(start, |header| header.last_offset() >= offset)? {
+            Walk::End => Ok(Walk::Unreadable {
+                position: self.size,
+                expected_offset: self.next_offset,
+            }),
+            walk => Ok(walk),
+        }
+    }
+
+    /// Like [`Segment::find_batch`], for the first batch with max timestamp >= `timestamp`
+    /// that also satisfies `wanted` (ListOffsets by timestamp), starting from the time
+    /// index. `End` when there is none.
+    pub fn find_batch_by_timestamp(
+        &self,
+        timestamp: i64,
+        wanted: impl Fn(&BatchHeader) -> bool,
+    ) -> io::Result<Walk> {
+        let start = self.time_entry(timestamp)?;
+        self.walk_from_entry(start, |header| {
+            header.max_timestamp >= timestamp && wanted(header)
+        })
+    }
+
+    /// Walks from an index entry (position, base offset of the batch there). A walk that
+    /// breaks right at the entry distrusts the index (indexes are not checksummed) and walks
+    /// again from the segment's start.
+    fn walk_from_entry(
+        &self,
+        (start, start_offset): (u64, i64),
+        wanted: impl Fn(&BatchHeader) -> bool,
+    ) -> io::Result<Walk> {
+        match self.walk(start, start_offset, &wanted)? {
             Walk::Unreadable { position, .. } if start > 0 && position == start => {
-                self.walk(0, self.base_offset, offset)
+                self.walk(0, self.base_offset, &wanted)
             }
             walk => Ok(walk),
         }
     }
 
-    /// Walks from the batch at `start`, which must begin at `start_offset`, to the batch
-    /// holding `offset` (< next_offset).
-    fn walk(&self, start: u64, start_offset: i64, offset: i64) -> io::Result<Walk> {
+    /// Walks from the batch at `start`, which must begin at `start_offset`, to the first
+    /// batch that satisfies `wanted`, checking each batch's structure on the way.
+    fn walk(
+        &self,
+        start: u64,
+        start_offset: i64,
+        wanted: &impl Fn(&BatchHeader) -> bool,
+    ) -> io::Result<Walk> {
         let mut expected = start_offset;
         let mut found = None;
-        let (_, at) = scan(
+        let (end, at) = scan(
             &*self.log,
             start,
             self.size,
@@ -434,7 +470,7 @@ impl Segment {
                 if !self.batch_fits(header, expected) {
                     return Step::Stop;
                 }
-                if header.last_offset() >= offset {
+                if wanted(header) {
                     found = Some((position, *header));
                     return Step::Stop;
                 }
@@ -442,10 +478,9 @@ impl Segment {
                 Step::Continue
             },
         )?;
-        // Also when the batches end before `offset` does: the segment's summary says the
-        // offset is here, so something must hold it.
         Ok(match found {
             Some((position, header)) => Walk::Found(position, header),
+            None if end == ScanEnd::End && expected == self.next_offset => Walk::End,
             None => Walk::Unreadable {
                 position: at,
                 expected_offset: expected,
@@ -505,10 +540,11 @@ impl Segment {
         Ok(found)
     }
 
-    /// Position to start scanning from for the first batch with max timestamp >= `timestamp`.
-    pub fn time_position(&self, timestamp: i64) -> io::Result<u64> {
+    /// (position, base offset) of the batch to start scanning from for the first batch with
+    /// max timestamp >= `timestamp`.
+    fn time_entry(&self, timestamp: i64) -> io::Result<(u64, i64)> {
         let Some(below) = timestamp.checked_sub(1) else {
-            return Ok(0);
+            return Ok((0, self.base_offset));
         };
         let found = self
             .time_index
@@ -517,9 +553,10 @@ impl Segment {
             Some(i) => {
                 let mut buf = [0u8; 16];
                 self.offset_index.entry(i, &mut buf)?;
-                decode_offset_entry(&buf).1 as u64
+                let (relative, position) = decode_offset_entry(&buf);
+                (position as u64, self.base_offset + relative as i64)
             }
-            None => 0,
+            None => (0, self.base_offset),
         })
     }
 

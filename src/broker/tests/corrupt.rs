@@ -105,6 +105,33 @@ fn fetch_answers_corrupt_message_for_a_rotted_batch_and_serves_other_partitions(
     assert_eq!((code, high_watermark), (0, 90));
     assert_eq!(records.len(), position);
 
+    // ListOffsets by a timestamp the damaged batch holds (timestamps equal offsets here):
+    // CORRUPT_MESSAGE for partition 0, the offset for partition 1 (Kafka's ListOffsets maps
+    // the CorruptRecordException the same way).
+    let request = RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(vec![
+        list_offsets_request::ListOffsetsTopic::default()
+            .with_name(topic_name("c"))
+            .with_partitions(
+                (0..2)
+                    .map(|partition| {
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(partition)
+                            .with_timestamp(damaged.base_offset + 1)
+                    })
+                    .collect(),
+            ),
+    ]));
+    let (_, effects) = harness.request(NOW, 7, request);
+    let [Seen::Respond(_, _, ResponseKind::ListOffsets(response))] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    let partitions = &response.topics[0].partitions;
+    assert_eq!(partitions[0].error_code, error::CORRUPT_MESSAGE);
+    assert_eq!(
+        (partitions[1].error_code, partitions[1].offset),
+        (0, damaged.base_offset + 1)
+    );
+
     // At the high watermark there is simply nothing yet: the fetch long-polls (parks).
     let (_, effects) = harness.request(NOW, 12, fetch_two("c", [90, 90], 500));
     assert_eq!(effects, vec![]);
