@@ -794,15 +794,19 @@ async fn final_read(client: ClientConfig, shared: Shared) -> FinalRead {
     };
     let mut records: Vec<(i32, PartitionRecords)> =
         (0..PARTITIONS).map(|p| (p, Vec::new())).collect();
-    let done = |records: &Vec<(i32, PartitionRecords)>| {
+    // Per partition, where a seek past a corrupt batch left the reader: when the damage runs
+    // up to the high watermark no record after it will arrive to say the read is done.
+    let mut skipped_to: Vec<i64> = vec![0; PARTITIONS as usize];
+    let done = |records: &Vec<(i32, PartitionRecords)>, skipped_to: &[i64]| {
         ends.iter().all(|(p, end)| {
-            records[*p as usize]
+            let read_to = records[*p as usize]
                 .1
                 .last()
-                .map_or(*end == 0, |(offset, _)| offset + 1 >= *end)
+                .map_or(0, |(offset, _)| offset + 1);
+            read_to.max(skipped_to[*p as usize]) >= *end
         })
     };
-    while !done(&records) {
+    while !done(&records, &skipped_to) {
         if shared.now_ms() >= deadline {
             return gave_up(records);
         }
@@ -836,9 +840,16 @@ async fn final_read(client: ClientConfig, shared: Shared) -> FinalRead {
                      ({reason}): seeking past it"
                 ));
                 let tp = TopicPartition::new(topic, partition);
-                if let Err(e) = consumer.seek(&tp, offset + 1) {
-                    shared.event(format!("final read: seek failed: {e}"));
-                    sleep_ms(100).await;
+                match consumer.seek(&tp, offset + 1) {
+                    Ok(()) => {
+                        if let Some(skipped) = skipped_to.get_mut(partition as usize) {
+                            *skipped = (*skipped).max(offset + 1);
+                        }
+                    }
+                    Err(e) => {
+                        shared.event(format!("final read: seek failed: {e}"));
+                        sleep_ms(100).await;
+                    }
                 }
             }
             Err(e) => {
