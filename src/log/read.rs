@@ -77,12 +77,11 @@ impl PartitionLog {
         // headers already in memory; the first batch was checked on disk).
         let mut end = 0usize;
         let mut next_offset = first.base_offset;
-        while let Ok(header) = batch::parse_header(&buf[end..]) {
-            if end + header.total_size() > buf.len() || !segment.batch_fits(&header, next_offset) {
-                break;
-            }
-            next_offset = header.next_offset();
-            end += header.total_size();
+        while let Some((size, next)) =
+            segment::batch_follows_at(&buf, end, next_offset, segment.next_offset)
+        {
+            next_offset = next;
+            end += size;
         }
         buf.truncate(end);
         // A consumer's next fetch starts where this one ended: remember where that is.

@@ -9,7 +9,7 @@ use super::index::{
     decode_offset_entry, decode_time_entry, offset_entry, time_entry, Index, OFFSET_ENTRY_SIZE,
     TIME_ENTRY_SIZE,
 };
-use crate::protocol::batch::{self, BatchHeader, HEADER_SIZE};
+use crate::protocol::batch::{self, BatchHeader, HEADER_SIZE, LOG_OVERHEAD};
 use crate::storage::{join, Storage, StorageFile};
 use crate::Millis;
 
@@ -619,4 +619,35 @@ pub fn delete_segment_files(storage: &dyn Storage, dir: &str, base_offset: i64) 
         }
     }
     Ok(())
+}
+
+/// Size and next offset of the batch at `buf[at..]` if it structurally follows its
+/// predecessor, checked from the raw header fields (what [`Segment::batch_fits`] checks, plus
+/// magic and length, for bytes already in memory): its header is there, its base offset is
+/// `expected_offset`, it lies whole in `buf`, and it ends below `limit_offset`.
+pub fn batch_follows_at(
+    buf: &[u8],
+    at: usize,
+    expected_offset: i64,
+    limit_offset: i64,
+) -> Option<(usize, i64)> {
+    let header = buf.get(at..at + HEADER_SIZE)?;
+    let i32_at = |at: usize| {
+        i32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let base_offset = i64::from_be_bytes(header[..8].try_into().ok()?);
+    let length = i32_at(8);
+    // v2 header layout: magic at byte 16, last offset delta at bytes 23..27.
+    let magic = header[16];
+    let last_offset_delta = i32_at(23);
+    if base_offset != expected_offset
+        || length < batch::MIN_BATCH_LENGTH
+        || magic != 2
+        || last_offset_delta < 0
+    {
+        return None;
+    }
+    let size = LOG_OVERHEAD + length as usize;
+    let next_offset = base_offset + last_offset_delta as i64 + 1;
+    (at + size <= buf.len() && next_offset <= limit_offset).then_some((size, next_offset))
 }
