@@ -694,8 +694,10 @@ impl Broker {
                         }
                         Ok(_) => {}
                         Err(err) => {
+                            // CORRUPT_MESSAGE for a rotted batch, as Kafka's ListOffsets
+                            // answers a CorruptRecordException; KAFKA_STORAGE_ERROR for I/O.
                             tracing::error!("offset for timestamp failed: {err}");
-                            response.error_code = error::KAFKA_STORAGE_ERROR;
+                            response.error_code = err.error_code();
                         }
                     },
                 }

@@ -796,6 +796,19 @@ impl Consumer {
                         p.reset = Some(reset);
                         continue;
                     }
+                    if pd.error_code == crate::protocol::error::CORRUPT_MESSAGE {
+                        // The broker cannot read the stored batch there (Kafka marks the code
+                        // retriable, but rotted bytes do not heal): as Kafka's consumer throws
+                        // a KafkaException for the partition at this offset, report it like a
+                        // batch that fails the client's own checks; the position stays, so
+                        // the application may seek past it.
+                        return Err(ClientError::CorruptRecord {
+                            topic: position.topic.to_string(),
+                            partition: tp.partition,
+                            offset: asked_offset,
+                            reason: error.to_string(),
+                        });
+                    }
                     if !error.is_retriable() {
                         return Err(error);
                     }

@@ -276,6 +276,24 @@ pub enum ReadError {
     },
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
+    /// Below the log end, where a batch must be, the bytes are not one: a header that does not
+    /// parse or runs past the segment's end, a base offset that does not follow the previous
+    /// batch, or a batch that does not cover the offset. Kafka's CorruptRecordException, which
+    /// its ReplicaManager answers as CORRUPT_MESSAGE for that partition. Only the structure is
+    /// checked; the CRC is the consumer's to verify, as in Kafka.
+    #[error(
+        "offset {offset} cannot be read: the batch at byte {position} of segment \
+         {segment_base_offset} (expected base offset {expected_offset}) is corrupt"
+    )]
+    Corrupt {
+        /// The offset asked for.
+        offset: i64,
+        segment_base_offset: i64,
+        /// Byte position in the segment where the structure breaks.
+        position: u64,
+        /// The base offset the batch at `position` must have.
+        expected_offset: i64,
+    },
 }
 
 impl ReadError {
@@ -283,6 +301,7 @@ impl ReadError {
         match self {
             ReadError::OffsetOutOfRange { .. } => error_codes::OFFSET_OUT_OF_RANGE,
             ReadError::Io(_) => error_codes::KAFKA_STORAGE_ERROR,
+            ReadError::Corrupt { .. } => error_codes::CORRUPT_MESSAGE,
         }
     }
 }
@@ -517,6 +536,9 @@ impl PartitionLog {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod read_tests;
 
 #[cfg(test)]
 mod compaction_tests;

@@ -2,12 +2,19 @@
 //! (ListOffsets, KIP-734) and the batch-header walk that rebuilds producer state.
 
 use super::*;
+use segment::Walk;
 
 impl PartitionLog {
     /// Returns whole batches starting at the batch that contains `offset`, stopping before
     /// `max_offset` (exclusive) and after `max_bytes`, but always at least one whole batch if
     /// one is available (KIP-74). Empty when `offset == max_offset` or `== log_end_offset`.
     /// Reads from one segment: the caller fetches again for more.
+    ///
+    /// Below the log end the answer is never empty: where the batch holding `offset` must be
+    /// and is not (bytes rotted in a segment recovery no longer re-validates),
+    /// [`ReadError::Corrupt`] (CORRUPT_MESSAGE, as Kafka's ReplicaManager answers a
+    /// CorruptRecordException). The returned bytes stop before the first batch that breaks
+    /// the structure, so the next read at that offset gets the error.
     pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<Bytes, ReadError> {
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset || offset > log_end_offset {
@@ -21,29 +28,44 @@ impl PartitionLog {
             return Ok(Bytes::new());
         }
         let Some(segment) = self.segment_containing(offset) else {
-            return Ok(Bytes::new());
+            // Segments are contiguous up to the log end (recovery cuts at a gap).
+            return Err(ReadError::Corrupt {
+                offset,
+                segment_base_offset: offset,
+                position: 0,
+                expected_offset: offset,
+            });
         };
-        let hinted = self.hinted_batch(segment, offset)?;
-        let Some((start, first)) = (match hinted {
-            Some(found) => Some(found),
-            None => segment.locate(offset)?,
-        }) else {
-            return Ok(Bytes::new());
+        let corrupt = |position, expected_offset| ReadError::Corrupt {
+            offset,
+            segment_base_offset: segment.base_offset,
+            position,
+            expected_offset,
+        };
+        let (start, first) = match self.hinted_batch(segment, offset)? {
+            Some(found) => found,
+            None => match segment.find_batch(offset)? {
+                Walk::Found(position, header) => (position, header),
+                Walk::Unreadable {
+                    position,
+                    expected_offset,
+                } => return Err(corrupt(position, expected_offset)),
+                // segment_containing said offset < next_offset.
+                Walk::End => return Err(corrupt(segment.size, segment.next_offset)),
+            },
         };
         if first.last_offset() >= max_offset {
             // The batch straddles max_offset (e.g. the high watermark): not readable yet.
             return Ok(Bytes::new());
         }
-        let (upper, upper_offset) = if max_offset >= segment.next_offset {
-            (segment.size, segment.next_offset)
-        } else {
-            match segment.locate(max_offset)? {
-                Some((position, header)) => (position, header.base_offset),
-                None => (segment.size, segment.next_offset),
-            }
+        let first_size = first.total_size();
+        let upper = match segment.find_batch(max_offset)? {
+            Walk::Found(position, _) => position,
+            // Serve what is whole before the break; the next read there gets the error.
+            Walk::Unreadable { position, .. } => position.max(start + first_size as u64),
+            Walk::End => segment.size,
         };
         let available = (upper - start) as usize;
-        let first_size = first.total_size();
         let len = if available <= max_bytes || first_size >= max_bytes {
             available.min(max_bytes.max(first_size))
         } else {
@@ -51,28 +73,23 @@ impl PartitionLog {
         };
         let mut buf = Vec::new();
         segment.log.read_into(&mut buf, start, len)?;
-        let mut next = (upper_offset, upper);
-        if len < available {
-            // Cut after the last whole batch that fits (a walk over batch lengths only).
-            let mut end = 0usize;
-            while let Some(size) = segment::batch_size_at(&buf, end) {
-                if end + size > buf.len() {
-                    break;
-                }
-                next = (
-                    segment::next_offset_at(&buf, end),
-                    start + (end + size) as u64,
-                );
-                end += size;
-            }
-            buf.truncate(end);
+        // Cut after the last whole batch that fits and follows its predecessor (a walk over
+        // headers already in memory; the first batch was checked on disk).
+        let mut end = 0usize;
+        let mut next_offset = first.base_offset;
+        while let Some((size, next)) =
+            segment::batch_follows_at(&buf, end, next_offset, segment.next_offset)
+        {
+            next_offset = next;
+            end += size;
         }
+        buf.truncate(end);
         // A consumer's next fetch starts where this one ended: remember where that is.
         if let Ok(mut hint) = self.read_hint.lock() {
             *hint = Some(ReadHint {
                 segment_base: segment.base_offset,
-                offset: next.0,
-                position: next.1,
+                offset: next_offset,
+                position: start + end as u64,
             });
         }
         Ok(Bytes::from(buf))
@@ -99,7 +116,7 @@ impl PartitionLog {
         }
         Ok(segment
             .header_at(hint.position)?
-            .filter(|header| header.base_offset == offset)
+            .filter(|header| header.base_offset == offset && segment.batch_fits(header, offset))
             .map(|header| (hint.position, header)))
     }
 
@@ -125,14 +142,24 @@ impl PartitionLog {
         &self,
         segment: &Segment,
         timestamp: i64,
-    ) -> Result<Option<(i64, i64)>, LogError> {
+    ) -> Result<Option<(i64, i64)>, ReadError> {
         let start_offset = self.log_start_offset;
-        let position = segment.time_position(timestamp)?;
-        let found = segment.first_batch_where(position, |header| {
-            header.max_timestamp >= timestamp && header.last_offset() >= start_offset
-        })?;
-        let Some((position, header)) = found else {
-            return Ok(None);
+        let (position, header) = match segment
+            .find_batch_by_timestamp(timestamp, |header| header.last_offset() >= start_offset)?
+        {
+            Walk::Found(position, header) => (position, header),
+            Walk::End => return Ok(None),
+            Walk::Unreadable {
+                position,
+                expected_offset,
+            } => {
+                return Err(ReadError::Corrupt {
+                    offset: expected_offset,
+                    segment_base_offset: segment.base_offset,
+                    position,
+                    expected_offset,
+                })
+            }
         };
         if header.compression() != 0 {
             return Ok(Some((
@@ -169,8 +196,9 @@ impl PartitionLog {
     }
 
     /// ListOffsets by timestamp: the first offset whose record timestamp >= `timestamp`, with
-    /// that timestamp.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+    /// that timestamp. [`ReadError::Corrupt`] when a batch on the way is unreadable (Kafka's
+    /// ListOffsets answers CORRUPT_MESSAGE for the partition then).
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
         for segment in self.live_segments() {
             if segment.max_timestamp < timestamp {
                 continue;

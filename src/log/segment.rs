@@ -61,6 +61,19 @@ pub struct Segment {
     pub roll_base_ms: Millis,
 }
 
+/// Where [`Segment::find_batch`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// The batch holding the offset, at this position.
+    Found(u64, BatchHeader),
+    /// At `position` a batch starting at `expected_offset` must be, and the bytes there are
+    /// not one (header unparsable or past the segment's end, wrong base offset, last offset
+    /// outside the segment).
+    Unreadable { position: u64, expected_offset: i64 },
+    /// The offset is at or past the segment's next offset.
+    End,
+}
+
 /// What a scan callback decides about the batch it is shown.
 pub enum Step {
     Continue,
@@ -356,6 +369,12 @@ impl Segment {
 
     /// Position of the batch an index lookup says to start scanning from for `offset`.
     fn index_position(&self, offset: i64) -> io::Result<u64> {
+        Ok(self.index_entry(offset)?.0)
+    }
+
+    /// (position, base offset) of the batch an index lookup says to start scanning from for
+    /// `offset`: the last index entry at or below it, or the segment's start.
+    fn index_entry(&self, offset: i64) -> io::Result<(u64, i64)> {
         let relative = offset - self.base_offset;
         let found = self
             .offset_index
@@ -364,9 +383,108 @@ impl Segment {
             Some(i) => {
                 let mut buf = [0u8; 16];
                 self.offset_index.entry(i, &mut buf)?;
-                decode_offset_entry(&buf).1 as u64
+                let (relative, position) = decode_offset_entry(&buf);
+                (position as u64, self.base_offset + relative as i64)
             }
-            None => 0,
+            None => (0, self.base_offset),
+        })
+    }
+
+    /// Whether `header`, found at a position where a batch starting at `expected_offset` must
+    /// be, is structurally that batch: the right base offset and a last offset inside the
+    /// segment (the header parsed and fits in the file already).
+    pub fn batch_fits(&self, header: &BatchHeader, expected_offset: i64) -> bool {
+        header.base_offset == expected_offset
+            && header.last_offset_delta >= 0
+            && header.last_offset() < self.next_offset
+    }
+
+    /// Finds the batch holding `offset` by walking headers from the nearest index entry and
+    /// checking the structure every batch has (batches are contiguous in offsets and bytes:
+    /// recovery and the cleaner keep them so). Unlike [`Segment::locate`] it tells a corrupt
+    /// batch apart from an offset past the segment: a closed segment below the recovery point
+    /// is never re-validated (as in Kafka), so its bytes may have rotted since they were
+    /// written. Reads only headers; CRCs are the consumer's to check.
+    pub fn find_batch(&self, offset: i64) -> io::Result<Walk> {
+        if offset >= self.next_offset {
+            return Ok(Walk::End);
+        }
+        let start = self.index_entry(offset)?;
+        // The segment's summary says the offset is here: a walk that ends before it found
+        // batches ending early, which is corruption too.
+        match self.walk_from_entry(start, |header| header.last_offset() >= offset)? {
+            Walk::End => Ok(Walk::Unreadable {
+                position: self.size,
+                expected_offset: self.next_offset,
+            }),
+            walk => Ok(walk),
+        }
+    }
+
+    /// Like [`Segment::find_batch`], for the first batch with max timestamp >= `timestamp`
+    /// that also satisfies `wanted` (ListOffsets by timestamp), starting from the time
+    /// index. `End` when there is none.
+    pub fn find_batch_by_timestamp(
+        &self,
+        timestamp: i64,
+        wanted: impl Fn(&BatchHeader) -> bool,
+    ) -> io::Result<Walk> {
+        let start = self.time_entry(timestamp)?;
+        self.walk_from_entry(start, |header| {
+            header.max_timestamp >= timestamp && wanted(header)
+        })
+    }
+
+    /// Walks from an index entry (position, base offset of the batch there). A walk that
+    /// breaks right at the entry distrusts the index (indexes are not checksummed) and walks
+    /// again from the segment's start.
+    fn walk_from_entry(
+        &self,
+        (start, start_offset): (u64, i64),
+        wanted: impl Fn(&BatchHeader) -> bool,
+    ) -> io::Result<Walk> {
+        match self.walk(start, start_offset, &wanted)? {
+            Walk::Unreadable { position, .. } if start > 0 && position == start => {
+                self.walk(0, self.base_offset, &wanted)
+            }
+            walk => Ok(walk),
+        }
+    }
+
+    /// Walks from the batch at `start`, which must begin at `start_offset`, to the first
+    /// batch that satisfies `wanted`, checking each batch's structure on the way.
+    fn walk(
+        &self,
+        start: u64,
+        start_offset: i64,
+        wanted: &impl Fn(&BatchHeader) -> bool,
+    ) -> io::Result<Walk> {
+        let mut expected = start_offset;
+        let mut found = None;
+        let (end, at) = scan(
+            &*self.log,
+            start,
+            self.size,
+            false,
+            |position, header, _| {
+                if !self.batch_fits(header, expected) {
+                    return Step::Stop;
+                }
+                if wanted(header) {
+                    found = Some((position, *header));
+                    return Step::Stop;
+                }
+                expected = header.next_offset();
+                Step::Continue
+            },
+        )?;
+        Ok(match found {
+            Some((position, header)) => Walk::Found(position, header),
+            None if end == ScanEnd::End && expected == self.next_offset => Walk::End,
+            None => Walk::Unreadable {
+                position: at,
+                expected_offset: expected,
+            },
         })
     }
 
@@ -422,10 +540,11 @@ impl Segment {
         Ok(found)
     }
 
-    /// Position to start scanning from for the first batch with max timestamp >= `timestamp`.
-    pub fn time_position(&self, timestamp: i64) -> io::Result<u64> {
+    /// (position, base offset) of the batch to start scanning from for the first batch with
+    /// max timestamp >= `timestamp`.
+    fn time_entry(&self, timestamp: i64) -> io::Result<(u64, i64)> {
         let Some(below) = timestamp.checked_sub(1) else {
-            return Ok(0);
+            return Ok((0, self.base_offset));
         };
         let found = self
             .time_index
@@ -434,9 +553,10 @@ impl Segment {
             Some(i) => {
                 let mut buf = [0u8; 16];
                 self.offset_index.entry(i, &mut buf)?;
-                decode_offset_entry(&buf).1 as u64
+                let (relative, position) = decode_offset_entry(&buf);
+                (position as u64, self.base_offset + relative as i64)
             }
-            None => 0,
+            None => (0, self.base_offset),
         })
     }
 
@@ -501,19 +621,33 @@ pub fn delete_segment_files(storage: &dyn Storage, dir: &str, base_offset: i64) 
     Ok(())
 }
 
-/// The offset after the batch whose (whole, validated) header starts at `buf[at..]`.
-pub fn next_offset_at(buf: &[u8], at: usize) -> i64 {
-    let base = i64::from_be_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
-    let delta = i32::from_be_bytes(buf[at + 23..at + 27].try_into().expect("4 bytes"));
-    base + delta as i64 + 1
-}
-
-/// Total size of the batch whose header starts at `buf[at..]`, if its length field is there.
-pub fn batch_size_at(buf: &[u8], at: usize) -> Option<usize> {
-    let field = buf.get(at + 8..at + LOG_OVERHEAD)?;
-    let length = i32::from_be_bytes(field.try_into().ok()?);
-    if length < batch::MIN_BATCH_LENGTH {
+/// Size and next offset of the batch at `buf[at..]` if it structurally follows its
+/// predecessor, checked from the raw header fields (what [`Segment::batch_fits`] checks, plus
+/// magic and length, for bytes already in memory): its header is there, its base offset is
+/// `expected_offset`, it lies whole in `buf`, and it ends below `limit_offset`.
+pub fn batch_follows_at(
+    buf: &[u8],
+    at: usize,
+    expected_offset: i64,
+    limit_offset: i64,
+) -> Option<(usize, i64)> {
+    let header = buf.get(at..at + HEADER_SIZE)?;
+    let i32_at = |at: usize| {
+        i32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let base_offset = i64::from_be_bytes(header[..8].try_into().ok()?);
+    let length = i32_at(8);
+    // v2 header layout: magic at byte 16, last offset delta at bytes 23..27.
+    let magic = header[16];
+    let last_offset_delta = i32_at(23);
+    if base_offset != expected_offset
+        || length < batch::MIN_BATCH_LENGTH
+        || magic != 2
+        || last_offset_delta < 0
+    {
         return None;
     }
-    Some(LOG_OVERHEAD + length as usize)
+    let size = LOG_OVERHEAD + length as usize;
+    let next_offset = base_offset + last_offset_delta as i64 + 1;
+    (at + size <= buf.len() && next_offset <= limit_offset).then_some((size, next_offset))
 }

@@ -42,6 +42,8 @@ const TOPIC: &str = "sim";
 const OFFSETS_TOPIC_PARTITIONS: i32 = 3;
 /// Kafka's OFFSET_OUT_OF_RANGE error code.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
+/// Kafka's CORRUPT_MESSAGE error code: the broker cannot read the stored batch there.
+const CORRUPT_MESSAGE: i16 = 2;
 const PARTITIONS: i32 = 3;
 const PORT: u16 = 9092;
 /// Records an idempotent producer keeps in flight (Kafka allows up to 5 with idempotence).
@@ -680,6 +682,15 @@ fn record_fetch(
             *position = 0;
             continue;
         }
+        if *error_code == CORRUPT_MESSAGE {
+            // Corrupted storage the broker detected itself: step past it, as for a batch
+            // that fails to decode below (retrying would read the same bytes for ever).
+            shared.event(format!(
+                "fetcher-{id}: partition {partition} offset {position}: broker reports a corrupt batch: skipping one offset"
+            ));
+            *position += 1;
+            continue;
+        }
         if *error_code != 0 {
             continue;
         }
@@ -784,15 +795,19 @@ async fn final_read(client: ClientConfig, shared: Shared) -> FinalRead {
     };
     let mut records: Vec<(i32, PartitionRecords)> =
         (0..PARTITIONS).map(|p| (p, Vec::new())).collect();
-    let done = |records: &Vec<(i32, PartitionRecords)>| {
+    // Per partition, where a seek past a corrupt batch left the reader: when the damage runs
+    // up to the high watermark no record after it will arrive to say the read is done.
+    let mut skipped_to: Vec<i64> = vec![0; PARTITIONS as usize];
+    let done = |records: &Vec<(i32, PartitionRecords)>, skipped_to: &[i64]| {
         ends.iter().all(|(p, end)| {
-            records[*p as usize]
+            let read_to = records[*p as usize]
                 .1
                 .last()
-                .map_or(*end == 0, |(offset, _)| offset + 1 >= *end)
+                .map_or(0, |(offset, _)| offset + 1);
+            read_to.max(skipped_to[*p as usize]) >= *end
         })
     };
-    while !done(&records) {
+    while !done(&records, &skipped_to) {
         if shared.now_ms() >= deadline {
             return gave_up(records);
         }
@@ -826,9 +841,16 @@ async fn final_read(client: ClientConfig, shared: Shared) -> FinalRead {
                      ({reason}): seeking past it"
                 ));
                 let tp = TopicPartition::new(topic, partition);
-                if let Err(e) = consumer.seek(&tp, offset + 1) {
-                    shared.event(format!("final read: seek failed: {e}"));
-                    sleep_ms(100).await;
+                match consumer.seek(&tp, offset + 1) {
+                    Ok(()) => {
+                        if let Some(skipped) = skipped_to.get_mut(partition as usize) {
+                            *skipped = (*skipped).max(offset + 1);
+                        }
+                    }
+                    Err(e) => {
+                        shared.event(format!("final read: seek failed: {e}"));
+                        sleep_ms(100).await;
+                    }
                 }
             }
             Err(e) => {

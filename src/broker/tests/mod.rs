@@ -11,6 +11,7 @@ use crate::protocol::batch::testing::simple_batch;
 use crate::protocol::error;
 use crate::storage::SimDisk;
 
+mod corrupt;
 mod durability;
 
 const NOW: Millis = 1_000_000;
