@@ -490,7 +490,12 @@ async fn final_read(system: &Arc<System>, shared: &Shared) -> FinalRead {
                     if position >= high_watermark {
                         break;
                     }
-                    let bytes = log.read(position, READ_MAX_BYTES, high_watermark).ok()?;
+                    let bytes = match log.read(position, READ_MAX_BYTES, high_watermark) {
+                        Ok(bytes) => bytes,
+                        // CORRUPT_MESSAGE: nothing readable here; skipped below.
+                        Err(ReadError::Corrupt { .. }) => Bytes::new(),
+                        Err(_) => return None,
+                    };
                     let batch = decode(bytes, position, high_watermark);
                     match batch.last() {
                         Some((last, _)) => position = last + 1,
