@@ -5,30 +5,14 @@
 //! then throws as CORRUPT_MESSAGE for that partition; a read never answers "nothing here"
 //! below the log end.
 
+use super::tests::{small_config, DIR};
 use super::*;
 use crate::protocol::batch::testing::simple_batch;
 use crate::storage::{CrashOptions, SimDisk};
 
-const DIR: &str = "orders-3";
-
-fn small_config() -> LogConfig {
-    LogConfig {
-        segment_bytes: 1024,
-        index_interval_bytes: 128,
-        ..LogConfig::default()
-    }
-}
-
 /// (position, header) of every batch of a segment file.
 fn batches_of(bytes: &[u8]) -> Vec<(usize, BatchHeader)> {
-    batch::iter_validated(bytes)
-        .map(|r| r.unwrap())
-        .scan(0usize, |position, (_, header)| {
-            let at = *position;
-            *position += header.total_size();
-            Some((at, header))
-        })
-        .collect()
+    batch::iter_validated(bytes).map(|r| r.unwrap()).collect()
 }
 
 /// A log of several 1 KiB segments, all synced, reopened after a crash: every segment but the

@@ -2,9 +2,9 @@ use super::*;
 use crate::protocol::batch::testing::simple_batch;
 use crate::storage::{CrashOptions, SimDisk};
 
-const DIR: &str = "orders-3";
+pub(super) const DIR: &str = "orders-3";
 
-fn small_config() -> LogConfig {
+pub(super) fn small_config() -> LogConfig {
     LogConfig {
         segment_bytes: 1024,
         index_interval_bytes: 128,

@@ -32,14 +32,7 @@ fn fetch_two(topic: &str, offsets: [i64; 2], max_wait_ms: i32) -> RequestKind {
 }
 
 fn batches_of(bytes: &[u8]) -> Vec<(usize, BatchHeader)> {
-    batch::iter_validated(bytes)
-        .map(|r| r.unwrap())
-        .scan(0usize, |position, (_, header)| {
-            let at = *position;
-            *position += header.total_size();
-            Some((at, header))
-        })
-        .collect()
+    batch::iter_validated(bytes).map(|r| r.unwrap()).collect()
 }
 
 fn open(disk: &Arc<SimDisk>) -> Harness {
