@@ -1,0 +1,206 @@
+//! Topic administration: Metadata auto-creation, topic name rules, topic configs,
+//! CreatePartitions and DeleteTopics.
+
+use super::*;
+
+/// Metadata does not auto-create when auto.create.topics.enable=false, nor when the client
+/// (v4+) forbids it.
+#[test]
+fn metadata_auto_creation_follows_the_config_and_the_client() {
+    for (settings, allow, expected) in [
+        (
+            &[("auto.create.topics.enable", "false")][..],
+            true,
+            error::UNKNOWN_TOPIC_OR_PARTITION,
+        ),
+        (&[][..], false, error::UNKNOWN_TOPIC_OR_PARTITION),
+        (&[][..], true, error::NONE),
+    ] {
+        let mut harness = Harness::new(settings);
+        let (_, effects) = harness.request(
+            NOW,
+            12,
+            RequestKind::Metadata(
+                MetadataRequest::default()
+                    .with_allow_auto_topic_creation(allow)
+                    .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                    )
+                    .with_name(Some(topic_name("auto")))])),
+            ),
+        );
+        let (syncs, answers) = harness.complete_syncs(effects);
+        let [Seen::Respond(_, _, ResponseKind::Metadata(response))] = answers.as_slice() else {
+            panic!("{answers:?}")
+        };
+        assert_eq!(response.topics[0].error_code, expected);
+        // An auto-created topic's logs are synced at creation, like CreateTopics'.
+        let created = harness
+            .broker
+            .topics
+            .get("auto")
+            .map_or(0, |t| t.partitions.len());
+        assert_eq!(syncs.len(), created);
+        assert_eq!(response.brokers[0].host.as_str(), "127.0.0.1");
+        assert_eq!(response.brokers[0].port, 9092);
+    }
+}
+
+/// Kafka's Topic.validate rules.
+#[test]
+fn topic_name_rules() {
+    assert_eq!(validate_topic_name(""), Err(TopicNameError::Empty));
+    assert_eq!(validate_topic_name("."), Err(TopicNameError::Dots));
+    assert_eq!(validate_topic_name(".."), Err(TopicNameError::Dots));
+    assert_eq!(
+        validate_topic_name(&"a".repeat(250)),
+        Err(TopicNameError::TooLong)
+    );
+    assert!(validate_topic_name(&"a".repeat(249)).is_ok());
+    assert!(matches!(
+        validate_topic_name("a b"),
+        Err(TopicNameError::IllegalCharacter(_))
+    ));
+    assert!(matches!(
+        validate_topic_name("__consumer_offsets"),
+        Err(TopicNameError::Reserved(_))
+    ));
+    assert!(validate_topic_name("Orders.v1_x-2").is_ok());
+}
+
+/// Topic configs: IncrementalAlterConfigs SET then DescribeConfigs reports the override as a
+/// dynamic topic config (source 1) and defaults as DEFAULT_CONFIG (5); an invalid value is
+/// INVALID_CONFIG and changes nothing; DELETE restores the default.
+#[test]
+fn topic_configs_alter_and_describe() {
+    let mut harness = Harness::new(&[]);
+    harness.create_topic("c", 1);
+    let alter = |value: &str, operation: i8| {
+        RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("c"))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("retention.ms"))
+                            .with_config_operation(operation)
+                            .with_value(Some(StrBytes::from_string(value.to_string()))),
+                    ]),
+            ]),
+        )
+    };
+    let describe =
+        RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("c"))
+            .with_configuration_keys(Some(vec![
+                StrBytes::from_static_str("retention.ms"),
+                StrBytes::from_static_str("segment.bytes"),
+            ])),
+    ]));
+    let error_of = |effects: &[Seen]| match effects {
+        [Seen::Respond(_, _, ResponseKind::IncrementalAlterConfigs(response))] => {
+            response.responses[0].error_code
+        }
+        other => panic!("{other:?}"),
+    };
+    let described = |harness: &mut Harness| {
+        let (_, effects) = harness.request(NOW, 4, describe.clone());
+        let [Seen::Respond(_, _, ResponseKind::DescribeConfigs(response))] = effects.as_slice()
+        else {
+            panic!("{effects:?}")
+        };
+        response.results[0]
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.value.as_ref().unwrap().to_string(),
+                    c.config_source,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let (_, effects) = harness.request(NOW, 1, alter("5000", 0));
+    assert_eq!(error_of(&effects), error::NONE);
+    let (_, effects) = harness.request(NOW, 1, alter("-7", 0));
+    assert_eq!(error_of(&effects), error::INVALID_CONFIG);
+    assert_eq!(
+        described(&mut harness),
+        vec![
+            ("retention.ms".to_string(), "5000".to_string(), 1),
+            ("segment.bytes".to_string(), (1u64 << 30).to_string(), 5),
+        ]
+    );
+    assert_eq!(
+        harness.broker.topics["c"].partitions[0]
+            .log
+            .config()
+            .retention_ms,
+        5000
+    );
+    let (_, effects) = harness.request(NOW, 1, alter("", 1));
+    assert_eq!(error_of(&effects), error::NONE);
+    assert_eq!(described(&mut harness)[0].2, 5);
+}
+
+/// CreatePartitions grows a topic (never shrinks it); DeleteTopics removes it and its id.
+#[test]
+fn create_partitions_and_delete_topics() {
+    let mut harness = Harness::new(&[]);
+    let topic_id = harness.create_topic("p", 1);
+    let grow = |count: i32| {
+        RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(topic_name("p"))
+                .with_count(count)
+                .with_assignments(None),
+        ]))
+    };
+    let error_of = |effects: &[Seen]| match effects {
+        [Seen::Respond(_, _, ResponseKind::CreatePartitions(response))] => {
+            response.results[0].error_code
+        }
+        other => panic!("{other:?}"),
+    };
+    let (_, effects) = harness.request(NOW, 3, grow(3));
+    let (syncs, effects) = harness.complete_syncs(effects);
+    assert_eq!(error_of(&effects), error::NONE);
+    assert_eq!(harness.broker.topics["p"].partitions.len(), 3);
+    // The two new logs are synced at once, while empty.
+    let new_logs = [1, 2].map(|partition| LogId {
+        topic_id,
+        partition,
+    });
+    assert_eq!(syncs, new_logs);
+    let (_, effects) = harness.request(NOW, 3, grow(2));
+    assert_eq!(error_of(&effects), error::INVALID_PARTITIONS);
+    let (_, effects) = harness.request(
+        NOW,
+        6,
+        RequestKind::DeleteTopics(DeleteTopicsRequest::default().with_topics(vec![
+            delete_topics_request::DeleteTopicState::default()
+                .with_name(None)
+                .with_topic_id(topic_id),
+        ])),
+    );
+    let [Seen::Respond(_, _, ResponseKind::DeleteTopics(response))] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(response.responses[0].error_code, error::NONE);
+    assert_eq!(
+        response.responses[0].name.as_ref().map(|n| n.as_str()),
+        Some("p")
+    );
+    assert!(harness.broker.topics.is_empty());
+    let (_, effects) = harness.request(NOW, 9, produce("p", 0, 1, simple_batch(1, 0)));
+    let [Seen::Respond(_, _, ResponseKind::Produce(response))] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code,
+        error::UNKNOWN_TOPIC_OR_PARTITION
+    );
+}
