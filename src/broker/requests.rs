@@ -61,17 +61,17 @@ impl Broker {
         request: DecodedRequest,
         effects: &mut Vec<Effect>,
     ) {
-        let DecodedRequest {
-            api_key,
-            header,
-            request,
-            crcs_checked,
-        } = request;
-        let crc = if crcs_checked {
+        let crc = if request.crcs_checked() {
             batch::Crc::AlreadyChecked
         } else {
             batch::Crc::Check
         };
+        let DecodedRequest {
+            api_key,
+            header,
+            request,
+            ..
+        } = request;
         let version = header.request_api_version;
         let correlation_id = header.correlation_id;
         let response = match request {

@@ -58,10 +58,16 @@ pub struct DecodedRequest {
     /// after the frame arrived, with the bytes still in that CPU's cache; the broker's step
     /// loop, one thread for all connections, then only writes them. False for anything else,
     /// and whenever a batch fails: the log then checks again and answers the right error.
-    pub crcs_checked: bool,
+    /// Private, so that only [`decode_request`] can set it: no other path may claim a check.
+    crcs_checked: bool,
 }
 
 impl DecodedRequest {
+    /// Whether decoding checked every Produce batch's CRC (see the field).
+    pub fn crcs_checked(&self) -> bool {
+        self.crcs_checked
+    }
+
     /// A request whose Produce records (if any) are still to be checked by the log.
     pub fn new(api_key: ApiKey, header: RequestHeader, request: RequestKind) -> Self {
         DecodedRequest {

@@ -289,6 +289,8 @@ async fn step_loop(
         let mut deadline = node.next_deadline();
         if deadline.is_some_and(|deadline| deadline <= now) {
             node.step(now, Input::Timer, &mut effects);
+            #[cfg(any(debug_assertions, madsim))]
+            node.invariants();
             carry_out(&mut effects, &mut connections, &disk);
             deadline = node.next_deadline();
         }
