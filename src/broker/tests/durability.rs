@@ -4,16 +4,22 @@
 
 use super::*;
 
-/// Durable flush policy (DESIGN.md: a reply that depends on durability waits for it): an
-/// acks=all produce is parked until the fsync completes; consumers see the records only then.
-#[test]
-fn durable_policy_parks_acks_all_until_sync_completed() {
+/// A broker on the durable flush policy with topic "d" of one partition, and that log.
+fn durable_topic() -> (Harness, LogId) {
     let mut harness = Harness::new(&[("log.flush.policy", "durable")]);
     let topic_id = harness.create_topic("d", 1);
     let log = LogId {
         topic_id,
         partition: 0,
     };
+    (harness, log)
+}
+
+/// Durable flush policy (DESIGN.md: a reply that depends on durability waits for it): an
+/// acks=all produce is parked until the fsync completes; consumers see the records only then.
+#[test]
+fn durable_policy_parks_acks_all_until_sync_completed() {
+    let (mut harness, log) = durable_topic();
     let (id, effects) = harness.request(NOW, 9, produce("d", 0, -1, simple_batch(2, 0)));
     assert_eq!(effects, vec![Seen::Sync(log, 2)]);
     // Appended but not durable: not visible to a fetch yet.
@@ -37,7 +43,7 @@ fn durable_policy_parks_acks_all_until_sync_completed() {
         effects,
         vec![
             Seen::Sync(log, 3),
-            Seen::Respond(id, 100 + id.sequence as i32, produce_response("d", 0, 0, 0)),
+            answered(id, produce_response("d", 0, 0, 0)),
         ]
     );
     let effects = harness.step(
@@ -50,11 +56,7 @@ fn durable_policy_parks_acks_all_until_sync_completed() {
     );
     assert_eq!(
         effects,
-        vec![Seen::Respond(
-            second,
-            100 + second.sequence as i32,
-            produce_response("d", 0, 0, 2)
-        )]
+        vec![answered(second, produce_response("d", 0, 0, 2))]
     );
 }
 
@@ -63,12 +65,7 @@ fn durable_policy_parks_acks_all_until_sync_completed() {
 /// forever; a sync completing afterwards answers nobody twice.
 #[test]
 fn durable_produce_waiting_past_its_timeout_is_answered_request_timed_out() {
-    let mut harness = Harness::new(&[("log.flush.policy", "durable")]);
-    let topic_id = harness.create_topic("d", 1);
-    let log = LogId {
-        topic_id,
-        partition: 0,
-    };
+    let (mut harness, log) = durable_topic();
     // produce() sends timeout_ms = 1000.
     let (id, effects) = harness.request(NOW, 9, produce("d", 0, -1, simple_batch(2, 0)));
     assert_eq!(effects, vec![Seen::Sync(log, 2)]);
@@ -76,9 +73,8 @@ fn durable_produce_waiting_past_its_timeout_is_answered_request_timed_out() {
     assert_eq!(harness.step(NOW + 999, Input::Timer), vec![]);
     assert_eq!(
         harness.step(NOW + 1000, Input::Timer),
-        vec![Seen::Respond(
+        vec![answered(
             id,
-            100 + id.sequence as i32,
             produce_response("d", 0, error::REQUEST_TIMED_OUT, -1)
         )]
     );
@@ -125,12 +121,7 @@ fn durable_produce_whose_topic_is_deleted_is_not_acknowledged() {
 #[test]
 fn durable_idempotent_retry_waits_for_the_original_to_be_durable() {
     use crate::protocol::batch::testing::{build_batch, TestRecord};
-    let mut harness = Harness::new(&[("log.flush.policy", "durable")]);
-    let topic_id = harness.create_topic("d", 1);
-    let log = LogId {
-        topic_id,
-        partition: 0,
-    };
+    let (mut harness, log) = durable_topic();
     let records: Vec<TestRecord> = (0..3)
         .map(|i| TestRecord {
             key: None,
@@ -152,16 +143,8 @@ fn durable_idempotent_retry_waits_for_the_original_to_be_durable() {
     assert_eq!(
         harness.step(NOW, done),
         vec![
-            Seen::Respond(
-                first,
-                100 + first.sequence as i32,
-                produce_response("d", 0, 0, 0)
-            ),
-            Seen::Respond(
-                retry,
-                100 + retry.sequence as i32,
-                produce_response("d", 0, 0, 0)
-            ),
+            answered(first, produce_response("d", 0, 0, 0)),
+            answered(retry, produce_response("d", 0, 0, 0)),
         ]
     );
 }
@@ -169,12 +152,7 @@ fn durable_idempotent_retry_waits_for_the_original_to_be_durable() {
 /// A failed fsync answers the parked produce with KAFKA_STORAGE_ERROR, never success.
 #[test]
 fn failed_sync_answers_storage_error() {
-    let mut harness = Harness::new(&[("log.flush.policy", "durable")]);
-    let topic_id = harness.create_topic("d", 1);
-    let log = LogId {
-        topic_id,
-        partition: 0,
-    };
+    let (mut harness, log) = durable_topic();
     let (id, _) = harness.request(NOW, 9, produce("d", 0, -1, simple_batch(2, 0)));
     let effects = harness.step(
         NOW,
@@ -186,9 +164,8 @@ fn failed_sync_answers_storage_error() {
     );
     assert_eq!(
         effects,
-        vec![Seen::Respond(
+        vec![answered(
             id,
-            100 + id.sequence as i32,
             produce_response("d", 0, error::KAFKA_STORAGE_ERROR, -1)
         )]
     );
@@ -196,9 +173,8 @@ fn failed_sync_answers_storage_error() {
     let (id, effects) = harness.request(NOW, 9, produce("d", 0, -1, simple_batch(1, 0)));
     assert_eq!(
         effects,
-        vec![Seen::Respond(
+        vec![answered(
             id,
-            100 + id.sequence as i32,
             produce_response("d", 0, error::KAFKA_STORAGE_ERROR, -1)
         )]
     );

@@ -82,7 +82,7 @@ impl Harness {
         let header = RequestHeader::default()
             .with_request_api_key(api_key as i16)
             .with_request_api_version(version)
-            .with_correlation_id(id.sequence as i32 + 100);
+            .with_correlation_id(correlation_id(id));
         let decoded = DecodedRequest::new(api_key, header, request);
         let effects = self.step(
             now,
@@ -150,6 +150,16 @@ impl Harness {
         }
         (syncs, others)
     }
+}
+
+/// The correlation id the harness sends with request `id`.
+fn correlation_id(id: RequestId) -> i32 {
+    100 + id.sequence as i32
+}
+
+/// The answer to request `id`.
+fn answered(id: RequestId, response: ResponseKind) -> Seen {
+    Seen::Respond(id, correlation_id(id), response)
 }
 
 fn api_key_of(request: &RequestKind) -> ApiKey {
@@ -245,23 +255,9 @@ fn produce_acks_1_answers_at_once() {
     let mut harness = Harness::new(&[]);
     harness.create_topic("t", 1);
     let (id, effects) = harness.request(NOW, 9, produce("t", 0, 1, simple_batch(3, 0)));
-    assert_eq!(
-        effects,
-        vec![Seen::Respond(
-            id,
-            100 + id.sequence as i32,
-            produce_response("t", 0, 0, 0)
-        )]
-    );
+    assert_eq!(effects, vec![answered(id, produce_response("t", 0, 0, 0))]);
     let (id, effects) = harness.request(NOW, 9, produce("t", 0, 1, simple_batch(2, 0)));
-    assert_eq!(
-        effects,
-        vec![Seen::Respond(
-            id,
-            100 + id.sequence as i32,
-            produce_response("t", 0, 0, 3)
-        )]
-    );
+    assert_eq!(effects, vec![answered(id, produce_response("t", 0, 0, 3))]);
 }
 
 /// acks=0: no response at all (Kafka sends none), but the request's place is released; an
@@ -339,9 +335,8 @@ fn fetch_sessions_are_declined() {
     );
     assert_eq!(
         effects,
-        vec![Seen::Respond(
+        vec![answered(
             id,
-            100 + id.sequence as i32,
             ResponseKind::Fetch(
                 FetchResponse::default()
                     .with_error_code(error::FETCH_SESSION_ID_NOT_FOUND)
