@@ -180,22 +180,10 @@ impl Broker {
         Ok(id)
     }
 
-    /// Creates a topic for a request ([`create_topic`](Self::create_topic)) and has its logs
-    /// synced at the end of this step, while they are empty, as Kafka makes a new log
-    /// directory durable when it creates it. Left to the first append, the sync would flush a
-    /// file the producer is already filling, and every append behind it would wait.
-    fn create_topic_and_sync(
-        &mut self,
-        name: &str,
-        partitions: i32,
-        config: TopicConfig,
-        now: Millis,
-    ) -> Result<uuid::Uuid, CreateError> {
-        let id = self.create_topic(name, partitions, config, now)?;
-        self.sync_new_logs(id, 0..partitions);
-        Ok(id)
-    }
-
+    /// Has the new logs of `topic_id` synced at the end of this step (a request's step),
+    /// while they are empty, as Kafka makes a new log directory durable when it creates it.
+    /// Left to the first append, the sync would flush a file the producer is already filling,
+    /// and every append behind it would wait.
     fn sync_new_logs(&mut self, topic_id: uuid::Uuid, partitions: std::ops::Range<i32>) {
         self.touched.extend(partitions.map(|partition| LogId {
             topic_id,
@@ -217,8 +205,9 @@ impl Broker {
             .config
             .num_partitions
             .clamp(1, MAX_PARTITIONS_PER_TOPIC);
-        match self.create_topic_and_sync(name, partitions, TopicConfig::default(), now) {
-            Ok(_) => {
+        match self.create_topic(name, partitions, TopicConfig::default(), now) {
+            Ok(id) => {
+                self.sync_new_logs(id, 0..partitions);
                 tracing::info!(topic = name, partitions, "auto-created topic");
                 error::NONE
             }
@@ -451,7 +440,8 @@ impl Broker {
         if validate_only {
             return Ok((uuid::Uuid::nil(), partitions, config));
         }
-        let id = self.create_topic_and_sync(name, partitions, config.clone(), now)?;
+        let id = self.create_topic(name, partitions, config.clone(), now)?;
+        self.sync_new_logs(id, 0..partitions);
         tracing::info!(topic = name, partitions, "created topic");
         Ok((id, partitions, config))
     }
