@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use karst::log::{CleanupPolicy, FlushPolicy, LogConfig, PartitionLog};
+use karst::log::{parse_log_name, CleanupPolicy, FlushPolicy, LogConfig, PartitionLog};
 use karst::protocol::api_versions::SUPPORTED;
 use karst::protocol::batch::{self, testing::simple_batch, BatchHeader};
 use karst::protocol::codec::{decode_request, Decoded};
@@ -378,12 +378,7 @@ pub fn log_recovery(data: &[u8]) {
     // holding the first damaged byte (or the segment's end, for damage past its batches).
     let mut damaged_from = i64::MAX;
     for (path, at) in &first_damage {
-        let Some(base) = path
-            .rsplit('/')
-            .next()
-            .and_then(|name| name.strip_suffix(".log"))
-            .and_then(|stem| stem.parse::<i64>().ok())
-        else {
+        let Some(base) = path.rsplit('/').next().and_then(parse_log_name) else {
             continue;
         };
         let layout = before.iter().find(|(b, _)| *b == base);
@@ -466,12 +461,7 @@ pub fn log_recovery(data: &[u8]) {
 fn segment_layouts(disk: &SimDisk) -> Vec<(i64, Vec<(u64, BatchHeader)>)> {
     let mut layouts = Vec::new();
     for path in disk.paths() {
-        let Some(base) = path
-            .rsplit('/')
-            .next()
-            .and_then(|name| name.strip_suffix(".log"))
-            .and_then(|stem| stem.parse::<i64>().ok())
-        else {
+        let Some(base) = path.rsplit('/').next().and_then(parse_log_name) else {
             continue;
         };
         let contents = disk.contents(&path).unwrap_or_default();

@@ -44,7 +44,9 @@ use crate::protocol::batch::{self, BatchError};
 use crate::storage::{join, parent, Storage, StorageFile};
 use crate::Millis;
 pub use compaction::{CleanerStats, CLEANER_MAP_MAX_BYTES, CLEAN_SEGMENTS_PER_TICK};
-use segment::{parse_log_name, Segment, NO_TIMESTAMP};
+/// The base offset a segment file's name (`00000000000000000042.log`) gives, if it is one.
+pub use segment::parse_log_name;
+use segment::{Segment, NO_TIMESTAMP};
 
 /// Name of the clean-shutdown marker file in a log directory.
 pub const CLEAN_SHUTDOWN_FILE: &str = "karst.clean-shutdown";
