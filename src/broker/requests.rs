@@ -633,6 +633,13 @@ impl Broker {
                         }
                     }
                 }
+                if data.error_code != error::NONE {
+                    // As Kafka's ReplicaManager answers a partition whose read failed: the
+                    // offsets are unknown (-1), not the partition's current ones.
+                    data.high_watermark = -1;
+                    data.last_stable_offset = -1;
+                    data.log_start_offset = -1;
+                }
                 partitions.push(data);
             }
             let mut response = FetchableTopicResponse::default().with_partitions(partitions);

@@ -5,6 +5,9 @@ and against two references, in one run, runs interleaved, medians over repetitio
   ceiling the issue names; it shares the client's process and auto-creates 4 partitions;
 - "mock6": the same mock broker code in its own process (tests/interop/mock_cluster.py, over
   loopback TCP like Karst) with a 6-partition topic, the like-for-like reference.
+Consuming is measured on Karst only: the mock keeps just the last few MB of each partition
+(a consumer from the beginning of a 400 MB run starts near its end), so it has no comparable
+consume figure.
 
 Usage (after ./tools/test has made .venv):
     .venv/bin/python tools/bench/produce_bench.py [--reps 3] [--karst-bin target/release/karst]
@@ -150,6 +153,7 @@ def main():
     ap.add_argument("--karst-bin", type=Path)
     ap.add_argument("--set", action="append", default=[], help="node setting key=value")
     ap.add_argument("--latency-rate", type=int, default=20000, help="msgs/s for latency runs")
+    ap.add_argument("--sizes", default="1024,100", help="record sizes to run, of 1024 and 100")
     opts = ap.parse_args()
     karst_bin = ensure_tools(opts.karst_bin)
     node = KarstNode(karst_bin, opts.set)
@@ -160,6 +164,8 @@ def main():
 
     configs = [(1024, 1, 400_000), (1024, -1, 400_000), (100, 1, 2_000_000),
                (100, -1, 2_000_000)]
+    sizes = {int(x) for x in opts.sizes.split(",")}
+    configs = [c for c in configs if c[0] in sizes]
     rows = []
     try:
         for size, acks, count in configs:

@@ -83,8 +83,17 @@ fn fetch_answers_corrupt_message_for_a_rotted_batch_and_serves_other_partitions(
     };
     let partitions = &response.responses[0].partitions;
     assert_eq!(partitions[0].error_code, error::CORRUPT_MESSAGE);
-    // Empty, never null (librdkafka rejects null records).
+    // Empty, never null (librdkafka rejects null records); the offsets unknown, as Kafka's
+    // ReplicaManager answers a failed read (high watermark, LSO and log start -1).
     assert_eq!(partitions[0].records, Some(Bytes::new()));
+    assert_eq!(
+        (
+            partitions[0].high_watermark,
+            partitions[0].last_stable_offset,
+            partitions[0].log_start_offset
+        ),
+        (-1, -1, -1)
+    );
     assert_eq!(partitions[1].error_code, 0);
     let served = batches_of(partitions[1].records.as_ref().unwrap());
     assert_eq!(served[0].1.base_offset, 0);

@@ -347,7 +347,8 @@ fn fetch_sessions_are_declined() {
 }
 
 /// DeleteRecords advances the log start offset (low watermark); ListOffsets earliest follows,
-/// and a fetch below it is OFFSET_OUT_OF_RANGE.
+/// and a fetch below it is OFFSET_OUT_OF_RANGE with the offsets unknown (-1), as Kafka's
+/// ReplicaManager answers an OffsetOutOfRangeException.
 #[test]
 fn delete_records_moves_the_log_start() {
     let mut harness = Harness::new(&[("log.segment.bytes", "100")]);
@@ -376,6 +377,7 @@ fn delete_records_moves_the_log_start() {
         panic!("{effects:?}")
     };
     assert_eq!(fetched(response).0, error::OFFSET_OUT_OF_RANGE);
+    assert_eq!(fetched(response).1, -1);
 }
 
 /// Every advertised (API, version) pair is answered with a response that encodes at that
