@@ -9,6 +9,7 @@
 //! trace is a function of the seed, the options and the commit.
 
 mod disk;
+mod fetcher;
 mod group_workload;
 mod log_workload;
 mod node_workload;
