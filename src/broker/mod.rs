@@ -17,6 +17,7 @@
 //! extent, size and producer fields, the log validates its CRC and assigns offsets in place,
 //! and fetches return stored bytes as they are.
 
+mod admin;
 mod internal;
 pub mod producer_state;
 mod registry;

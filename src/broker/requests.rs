@@ -110,6 +110,12 @@ impl Broker {
             RequestKind::IncrementalAlterConfigs(request) => ResponseKind::IncrementalAlterConfigs(
                 self.handle_incremental_alter_configs(request),
             ),
+            RequestKind::AlterConfigs(request) => {
+                ResponseKind::AlterConfigs(self.handle_alter_configs(request))
+            }
+            RequestKind::DescribeLogDirs(request) => {
+                ResponseKind::DescribeLogDirs(self.handle_describe_log_dirs(version, request))
+            }
             RequestKind::DescribeCluster(_) => {
                 ResponseKind::DescribeCluster(self.handle_describe_cluster(version))
             }

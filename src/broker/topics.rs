@@ -1,16 +1,12 @@
 //! Topics: Kafka's naming rules, creation (CreateTopics and auto-creation), deletion, added
-//! partitions, configs, Metadata and DescribeCluster, and the persisted topic registry.
+//! partitions and Metadata. Their configs and DescribeCluster are in admin.rs, the persisted
+//! topic registry in registry.rs.
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
-};
-use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -79,7 +75,7 @@ fn collision_key(name: &str) -> String {
     name.replace('.', "_")
 }
 
-fn str_bytes(text: &str) -> StrBytes {
+pub(super) fn str_bytes(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
 
@@ -595,194 +591,5 @@ impl Broker {
         self.persist_registry();
         self.sync_new_logs(topic_id, current..wanted.count);
         Ok(())
-    }
-
-    pub(crate) fn handle_describe_configs(
-        &self,
-        version: i16,
-        request: DescribeConfigsRequest,
-    ) -> DescribeConfigsResponse {
-        const TOPIC: i8 = 2;
-        const BROKER: i8 = 4;
-        let mut results = Vec::with_capacity(request.resources.len());
-        for resource in request.resources {
-            let mut result = DescribeConfigsResult::default()
-                .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone());
-            let wanted = |key: &str| {
-                resource
-                    .configuration_keys
-                    .as_ref()
-                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
-            };
-            let entry = |key: &str, value: String, source: i8| {
-                let mut config = DescribeConfigsResourceResult::default()
-                    .with_name(str_bytes(key))
-                    .with_value(Some(StrBytes::from_string(value)))
-                    .with_config_source(source);
-                if version >= 3 {
-                    config.config_type = config_type(key);
-                }
-                config
-            };
-            match resource.resource_type {
-                TOPIC => match self.topics.get(resource.resource_name.as_str()) {
-                    Some(topic) => {
-                        result.configs = TOPIC_CONFIGS
-                            .iter()
-                            .filter(|(key, _)| wanted(key))
-                            .filter_map(|(key, _)| {
-                                let (value, is_default) =
-                                    topic.config.effective(&self.config, key)?;
-                                // 1 = DYNAMIC_TOPIC_CONFIG, 5 = DEFAULT_CONFIG
-                                Some(entry(key, value, if is_default { 5 } else { 1 }))
-                            })
-                            .collect();
-                    }
-                    None => {
-                        result.error_code = error::UNKNOWN_TOPIC_OR_PARTITION;
-                        result.error_message = Some(str_bytes("unknown topic"));
-                    }
-                },
-                BROKER
-                    if resource.resource_name.is_empty()
-                        || resource.resource_name.as_str() == self.config.node_id.to_string() =>
-                {
-                    result.configs = crate::config::NodeConfig::NAMES
-                        .iter()
-                        .filter(|key| wanted(key))
-                        .filter_map(|key| {
-                            // 4 = STATIC_BROKER_CONFIG
-                            Some(entry(key, self.config.value_of(key)?, 4))
-                        })
-                        .collect();
-                }
-                _ => {
-                    result.error_code = error::INVALID_REQUEST;
-                    result.error_message = Some(str_bytes(
-                        "only topic and this broker's configs can be described",
-                    ));
-                }
-            }
-            results.push(result);
-        }
-        DescribeConfigsResponse::default().with_results(results)
-    }
-
-    pub(crate) fn handle_incremental_alter_configs(
-        &mut self,
-        request: IncrementalAlterConfigsRequest,
-    ) -> IncrementalAlterConfigsResponse {
-        const TOPIC: i8 = 2;
-        let mut responses = Vec::with_capacity(request.resources.len());
-        for resource in request.resources {
-            let mut response = AlterConfigsResourceResponse::default()
-                .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone());
-            let outcome = if resource.resource_type != TOPIC {
-                Err((
-                    error::INVALID_REQUEST,
-                    "only topic configs can be altered".to_string(),
-                ))
-            } else {
-                self.alter_topic_config(
-                    resource.resource_name.as_str(),
-                    &resource.configs,
-                    request.validate_only,
-                )
-            };
-            if let Err((code, message)) = outcome {
-                response.error_code = code;
-                response.error_message = Some(StrBytes::from_string(message));
-            }
-            responses.push(response);
-        }
-        IncrementalAlterConfigsResponse::default().with_responses(responses)
-    }
-
-    fn alter_topic_config(
-        &mut self,
-        name: &str,
-        changes: &[incremental_alter_configs_request::AlterableConfig],
-        validate_only: bool,
-    ) -> Result<(), (i16, String)> {
-        let Some(topic) = self.topics.get(name) else {
-            return Err((
-                error::UNKNOWN_TOPIC_OR_PARTITION,
-                format!("unknown topic {name:?}"),
-            ));
-        };
-        if is_internal_topic(name) {
-            // Its log configuration is fixed (internal_offsets_log_config).
-            return Err((
-                error::INVALID_REQUEST,
-                format!("the configs of internal topic {name:?} cannot be altered"),
-            ));
-        }
-        let mut config = topic.config.clone();
-        for change in changes {
-            let key = change.name.as_str();
-            match change.config_operation {
-                0 => {
-                    // SET
-                    let value = change.value.as_ref().map(|v| v.as_str()).unwrap_or("");
-                    config
-                        .set(key, value)
-                        .map_err(|err| (error::INVALID_CONFIG, err.to_string()))?;
-                }
-                1 => {
-                    // DELETE: back to the default
-                    TopicConfig::validate(key, "1")
-                        .or_else(|err| match err {
-                            crate::config::ConfigError::Unknown(_) => Err(err),
-                            _ => Ok(()),
-                        })
-                        .map_err(|err| (error::INVALID_CONFIG, err.to_string()))?;
-                    config.overrides.remove(key);
-                }
-                _ => {
-                    return Err((
-                        error::INVALID_CONFIG,
-                        format!("APPEND/SUBTRACT are not supported for {key}"),
-                    ))
-                }
-            }
-        }
-        if validate_only {
-            return Ok(());
-        }
-        let log_config = config.log_config(&self.config);
-        let topic = self.topics.get_mut(name).expect("checked above");
-        topic.config = config;
-        for partition in topic.partitions.iter_mut() {
-            partition.log.set_config(log_config.clone());
-        }
-        self.persist_registry();
-        Ok(())
-    }
-
-    pub(crate) fn handle_describe_cluster(&self, version: i16) -> DescribeClusterResponse {
-        let mut response = DescribeClusterResponse::default()
-            .with_cluster_id(str_bytes(&self.config.cluster_id))
-            .with_controller_id(BrokerId(self.config.node_id))
-            .with_brokers(vec![DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(self.config.node_id))
-                .with_host(str_bytes(&self.advertised_host))
-                .with_port(self.advertised_port)]);
-        if version >= 1 {
-            response.endpoint_type = 1; // brokers
-        }
-        response
-    }
-}
-
-/// DescribeConfigs v3 config types: 1 boolean, 2 string, 3 int, 4 short, 5 long, 7 list.
-fn config_type(key: &str) -> i8 {
-    match key {
-        "cleanup.policy" => 7,
-        "min.cleanable.dirty.ratio" => 6,
-        "message.timestamp.type" => 2,
-        "max.message.bytes" | "index.interval.bytes" | "min.insync.replicas" | "segment.bytes" => 3,
-        _ => 5,
     }
 }

@@ -22,6 +22,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
     // The group APIs (docs/coordinator.md). librdkafka uses consumer groups only with a
     // broker that lists all of FindCoordinator, OffsetCommit, OffsetFetch, JoinGroup,
     // SyncGroup, Heartbeat and LeaveGroup (and enables lz4 only if FindCoordinator is listed).
@@ -91,6 +93,8 @@ mod tests {
             ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
             ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+            ApiKey::AlterConfigs => AlterConfigsRequest::VERSIONS,
+            ApiKey::DescribeLogDirs => DescribeLogDirsRequest::VERSIONS,
             ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
             ApiKey::JoinGroup => JoinGroupRequest::VERSIONS,
             ApiKey::SyncGroup => SyncGroupRequest::VERSIONS,

@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{Storage, StorageFile};
+use super::{Storage, StorageFile, VolumeSpace};
 
 /// [`Storage`] on the local file system, rooted at one directory.
 #[derive(Debug, Clone)]
@@ -15,9 +15,10 @@ pub struct FileStorage {
 }
 
 impl FileStorage {
-    /// Uses `root` (created if absent) as the storage root.
+    /// Uses `root` (created if absent) as the storage root, made absolute against the current
+    /// directory once, here.
     pub fn new(root: impl Into<PathBuf>) -> io::Result<FileStorage> {
-        let root = root.into();
+        let root = std::path::absolute(root.into())?;
         std::fs::create_dir_all(&root)?;
         Ok(FileStorage { root })
     }
@@ -89,6 +90,18 @@ impl Storage for FileStorage {
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         File::open(self.path(dir))?.sync_all()
     }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn space(&self) -> Option<VolumeSpace> {
+        let stats = rustix::fs::statvfs(&self.root).ok()?;
+        Some(VolumeSpace {
+            total_bytes: stats.f_blocks.saturating_mul(stats.f_frsize),
+            usable_bytes: stats.f_bavail.saturating_mul(stats.f_frsize),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -142,5 +155,25 @@ impl StorageFile for RealFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DescribeLogDirs reports the location as an absolute directory (as Kafka does) even when
+    /// `log.dirs` is relative, and the volume's size from statvfs.
+    #[test]
+    fn location_is_absolute_and_the_volume_size_is_known() {
+        let relative = format!("target/tmp/file-storage-location-{}", std::process::id());
+        let storage = FileStorage::new(&relative).unwrap();
+        let expected = std::env::current_dir().unwrap().join(&relative);
+        assert_eq!(storage.location(), expected.display().to_string());
+        assert!(Path::new(&storage.location()).is_absolute());
+        let space = storage.space().expect("statvfs of a real directory");
+        assert!(space.total_bytes > 0);
+        assert!(space.usable_bytes <= space.total_bytes);
+        std::fs::remove_dir_all(&relative).unwrap();
     }
 }

@@ -42,6 +42,25 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Makes the entries of `dir` (files created or removed in it) durable. May block on the
     /// device: call it only from a sync job or at open/close.
     fn sync_dir(&self, dir: &str) -> io::Result<()>;
+    /// Where the files are, as DescribeLogDirs reports a log directory: an absolute path for
+    /// real files.
+    fn location(&self) -> String {
+        String::from("memory")
+    }
+    /// The total and the usable bytes of the volume holding the files (DescribeLogDirs v4,
+    /// KIP-827), if the backend can tell. Reads file system statistics: not for an event loop's
+    /// hot path.
+    fn space(&self) -> Option<VolumeSpace> {
+        None
+    }
+}
+
+/// Size of the volume a [`Storage`] is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VolumeSpace {
+    pub total_bytes: u64,
+    /// What an unprivileged writer can still use (`f_bavail`, as Kafka's `getUsableSpace`).
+    pub usable_bytes: u64,
 }
 
 /// One open file. All I/O is positional, so a handle can be shared without a cursor.

@@ -11,6 +11,7 @@ use crate::protocol::batch::testing::simple_batch;
 use crate::protocol::error;
 use crate::storage::SimDisk;
 
+mod admin;
 mod corrupt;
 mod durability;
 mod topics;
@@ -173,6 +174,8 @@ fn api_key_of(request: &RequestKind) -> ApiKey {
         RequestKind::CreatePartitions(_) => ApiKey::CreatePartitions,
         RequestKind::DescribeConfigs(_) => ApiKey::DescribeConfigs,
         RequestKind::IncrementalAlterConfigs(_) => ApiKey::IncrementalAlterConfigs,
+        RequestKind::AlterConfigs(_) => ApiKey::AlterConfigs,
+        RequestKind::DescribeLogDirs(_) => ApiKey::DescribeLogDirs,
         RequestKind::DeleteRecords(_) => ApiKey::DeleteRecords,
         RequestKind::InitProducerId(_) => ApiKey::InitProducerId,
         other => panic!("add {other:?}"),
@@ -502,6 +505,22 @@ fn every_advertised_version_encodes_its_response() {
                 ApiKey::DescribeCluster => {
                     RequestKind::DescribeCluster(DescribeClusterRequest::default())
                 }
+                ApiKey::AlterConfigs => {
+                    RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
+                        alter_configs_request::AlterConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_static_str("all"))
+                            .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                                .with_name(StrBytes::from_static_str("retention.ms"))
+                                .with_value(Some(StrBytes::from_static_str("1000000")))]),
+                        alter_configs_request::AlterConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_static_str("missing")),
+                    ]))
+                }
+                ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(
+                    DescribeLogDirsRequest::default().with_topics(None),
+                ),
                 other => panic!("add a request for {other:?}"),
             };
             let id = RequestId {
