@@ -95,30 +95,25 @@ impl Broker {
         &mut self,
         request: IncrementalAlterConfigsRequest,
     ) -> IncrementalAlterConfigsResponse {
-        const TOPIC: i8 = 2;
-        let mut responses = Vec::with_capacity(request.resources.len());
-        for resource in request.resources {
-            let mut response = AlterConfigsResourceResponse::default()
-                .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone());
-            let outcome = if resource.resource_type != TOPIC {
-                Err((
-                    error::INVALID_REQUEST,
-                    "only topic configs can be altered".to_string(),
-                ))
-            } else {
-                self.alter_topic_config(
-                    resource.resource_name.as_str(),
-                    &resource.configs,
-                    request.validate_only,
-                )
-            };
-            if let Err((code, message)) = outcome {
-                response.error_code = code;
-                response.error_message = Some(StrBytes::from_string(message));
-            }
-            responses.push(response);
-        }
+        let validate_only = request.validate_only;
+        let responses = request
+            .resources
+            .iter()
+            .map(|resource| {
+                let (error_code, error_message) = topic_outcome(resource.resource_type, || {
+                    self.alter_topic_config(
+                        resource.resource_name.as_str(),
+                        &resource.configs,
+                        validate_only,
+                    )
+                });
+                AlterConfigsResourceResponse::default()
+                    .with_resource_type(resource.resource_type)
+                    .with_resource_name(resource.resource_name.clone())
+                    .with_error_code(error_code)
+                    .with_error_message(error_message)
+            })
+            .collect();
         IncrementalAlterConfigsResponse::default().with_responses(responses)
     }
 
@@ -171,30 +166,25 @@ impl Broker {
         &mut self,
         request: AlterConfigsRequest,
     ) -> AlterConfigsResponse {
-        const TOPIC: i8 = 2;
-        let mut responses = Vec::with_capacity(request.resources.len());
-        for resource in request.resources {
-            let mut response = alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone());
-            let outcome = if resource.resource_type != TOPIC {
-                Err((
-                    error::INVALID_REQUEST,
-                    "only topic configs can be altered".to_string(),
-                ))
-            } else {
-                self.replace_topic_config(
-                    resource.resource_name.as_str(),
-                    &resource.configs,
-                    request.validate_only,
-                )
-            };
-            if let Err((code, message)) = outcome {
-                response.error_code = code;
-                response.error_message = Some(StrBytes::from_string(message));
-            }
-            responses.push(response);
-        }
+        let validate_only = request.validate_only;
+        let responses = request
+            .resources
+            .iter()
+            .map(|resource| {
+                let (error_code, error_message) = topic_outcome(resource.resource_type, || {
+                    self.replace_topic_config(
+                        resource.resource_name.as_str(),
+                        &resource.configs,
+                        validate_only,
+                    )
+                });
+                alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(resource.resource_type)
+                    .with_resource_name(resource.resource_name.clone())
+                    .with_error_code(error_code)
+                    .with_error_message(error_message)
+            })
+            .collect();
         AlterConfigsResponse::default().with_responses(responses)
     }
 
@@ -330,6 +320,27 @@ impl Broker {
             response.endpoint_type = 1; // brokers
         }
         response
+    }
+}
+
+/// The error code and message of altering one resource's configs: topics go to `alter`, any
+/// other resource type is refused (broker configs are static here).
+fn topic_outcome(
+    resource_type: i8,
+    alter: impl FnOnce() -> Result<(), (i16, String)>,
+) -> (i16, Option<StrBytes>) {
+    const TOPIC: i8 = 2;
+    let outcome = if resource_type == TOPIC {
+        alter()
+    } else {
+        Err((
+            error::INVALID_REQUEST,
+            "only topic configs can be altered".to_string(),
+        ))
+    };
+    match outcome {
+        Ok(()) => (error::NONE, None),
+        Err((code, message)) => (code, Some(StrBytes::from_string(message))),
     }
 }
 
