@@ -10,6 +10,7 @@ pub mod api_versions;
 pub mod batch;
 pub mod codec;
 pub mod error;
+pub mod fetch_frame;
 
 /// CRC-32C (Castagnoli), the checksum of Kafka's v2 record batches, also used by Karst's own
 /// files. crc-fast picks the widest instructions the CPU has (VPCLMULQDQ on AVX-512 machines):

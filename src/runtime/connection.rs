@@ -2,6 +2,7 @@
 //! writer task (responses out, in request order).
 
 use std::collections::BTreeMap;
+use std::io::{self, IoSlice};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -12,11 +13,15 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use super::{Event, MAX_IN_FLIGHT_PER_CONNECTION};
 use crate::broker::{ConnectionId, RequestId};
 use crate::protocol::codec::{self, Decoded};
+use crate::protocol::fetch_frame::{self, Frames};
 
 /// Read buffer grown in steps of this size.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// A writer flushes once this much is encoded, even if more responses are ready.
 const WRITE_FLUSH_BYTES: usize = 1 << 20;
+/// ... or once this many record sets wait to be written from where they are (one vectored
+/// write takes at most IOV_MAX, 1024, slices: two per record set).
+const WRITE_FLUSH_RECORD_SETS: usize = 256;
 
 /// What the writer is given.
 #[derive(Debug)]
@@ -195,7 +200,7 @@ async fn writer<W: AsyncWrite + Unpin>(
 ) {
     let mut pending: BTreeMap<u64, Outgoing> = BTreeMap::new();
     let mut next_sequence = 0u64;
-    let mut out = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut out = Frames::default();
     loop {
         let message = tokio::select! {
             biased;
@@ -221,11 +226,11 @@ async fn writer<W: AsyncWrite + Unpin>(
                     response,
                     ..
                 } => {
-                    if let Err(err) = codec::encode_response(
+                    if let Err(err) = fetch_frame::encode_response_frame(
                         correlation_id,
                         api_key,
                         api_version,
-                        &response,
+                        *response,
                         &mut out,
                     ) {
                         tracing::error!(
@@ -238,18 +243,18 @@ async fn writer<W: AsyncWrite + Unpin>(
                         return;
                     }
                 }
-                Outgoing::Raw { frame, .. } => out.extend_from_slice(&frame),
+                Outgoing::Raw { frame, .. } => out.inline.extend_from_slice(&frame),
                 Outgoing::Nothing { .. } => {}
             }
-            if out.len() >= WRITE_FLUSH_BYTES {
-                if stream.write_all(&out).await.is_err() {
+            if out.len() >= WRITE_FLUSH_BYTES || out.records.len() >= WRITE_FLUSH_RECORD_SETS {
+                if write_frames(&mut stream, &out).await.is_err() {
                     return;
                 }
                 out.clear();
             }
         }
         if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
+            if write_frames(&mut stream, &out).await.is_err() {
                 return;
             }
             out.clear();
@@ -262,4 +267,22 @@ async fn writer<W: AsyncWrite + Unpin>(
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// Writes `frames` in wire order: the record sets from where they are, in vectored writes.
+async fn write_frames<W: AsyncWrite + Unpin>(stream: &mut W, frames: &Frames) -> io::Result<()> {
+    let slices = frames.slices();
+    if let [only] = slices.as_slice() {
+        return stream.write_all(only).await;
+    }
+    let mut slices: Vec<IoSlice<'_>> = slices.into_iter().map(IoSlice::new).collect();
+    let mut left = slices.as_mut_slice();
+    while !left.is_empty() {
+        let written = stream.write_vectored(left).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut left, written);
+    }
+    Ok(())
 }
