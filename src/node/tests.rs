@@ -511,3 +511,89 @@ fn an_unparsable_offsets_batch_is_skipped_not_fatal() {
         "exactly the batch before the damage"
     );
 }
+
+/// A node on a real data directory whose topic registry is lost (both `karst.topics.*` slots
+/// present, neither readable) refuses to start, as Kafka refuses to start on unreadable
+/// metadata: the error names the directory and both files and says what the operator can do,
+/// and the partition directory with its acknowledged records is left as it was. Before, the
+/// node started with no topics, and the records were unreachable.
+#[test]
+fn a_node_whose_registry_slots_are_both_unreadable_refuses_to_start() {
+    use crate::storage::FileStorage;
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let config = NodeConfig {
+        log_dirs: data_dir.clone(),
+        ..NodeConfig::default()
+    };
+    let open = |now: Millis| {
+        let storage = Arc::new(FileStorage::new(&data_dir).unwrap());
+        Node::open(config.clone(), "127.0.0.1:9092", storage, 42, now)
+    };
+    let mut harness = Harness {
+        node: open(NOW).unwrap(),
+        disk: Arc::new(SimDisk::new(7)),
+        next_sequence: 0,
+    };
+    let create = CreateTopicsRequest::default().with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(text("orders")))
+            .with_num_partitions(1)
+            .with_replication_factor(-1),
+    ]);
+    harness.request(
+        NOW,
+        ApiKey::CreateTopics,
+        7,
+        RequestKind::CreateTopics(create),
+    );
+    let produce = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(TopicName(text("orders")))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(bytes::Bytes::from(
+                        crate::protocol::batch::testing::simple_batch(3, NOW),
+                    ))),
+            ])]);
+    let (_, effects) = harness.request(NOW, ApiKey::Produce, 9, RequestKind::Produce(produce));
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Respond { .. })),
+        "{effects:?}"
+    );
+    harness.node.close().unwrap();
+    drop(harness);
+    let segment = data_dir.join("orders-0").join("00000000000000000000.log");
+    let records = std::fs::read(&segment).unwrap();
+    assert!(!records.is_empty());
+    for slot in ["karst.topics.0", "karst.topics.1"] {
+        let path = data_dir.join(slot);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 0xFF;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let err = format!("{:#}", open(NOW + 10).unwrap_err());
+    for expected in [
+        data_dir.display().to_string(),
+        "karst.topics.0".to_string(),
+        "karst.topics.1".to_string(),
+        "Refusing to start".to_string(),
+        "restore both files from a backup".to_string(),
+    ] {
+        assert!(err.contains(&expected), "{expected:?} missing from: {err}");
+    }
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        records,
+        "records untouched"
+    );
+    // The operator's way out: without the two files the node starts as a new one.
+    for slot in ["karst.topics.0", "karst.topics.1"] {
+        std::fs::remove_file(data_dir.join(slot)).unwrap();
+    }
+    let node = open(NOW + 20).unwrap();
+    assert!(node.broker().topics.is_empty());
+}
