@@ -68,8 +68,34 @@ impl Broker {
             .map(|topic| topic.partitions.len() as i32)
     }
 
+    /// Creates `__consumer_offsets` with `partitions` partitions unless it exists, as a step:
+    /// the new logs' sync jobs go into `effects` (one per partition, while the logs are empty,
+    /// as topic creation hands them out for CreateTopics), so the first offset commit never
+    /// waits behind an fdatasync of a file it is filling. Returns the partition count.
+    pub fn create_consumer_offsets(
+        &mut self,
+        partitions: i32,
+        now: Millis,
+        effects: &mut Vec<Effect>,
+    ) -> Result<i32, String> {
+        let existed = self.consumer_offsets_partitions().is_some();
+        let count = self.ensure_consumer_offsets(partitions, now)?;
+        if !existed {
+            if let Some(topic) = self.internal_topic() {
+                let topic_id = topic.id;
+                self.touched.extend((0..count).map(|partition| LogId {
+                    topic_id,
+                    partition,
+                }));
+            }
+        }
+        self.finish_step(now, effects);
+        Ok(count)
+    }
+
     /// Creates `__consumer_offsets` with `partitions` partitions unless it exists; returns its
-    /// partition count.
+    /// partition count. Outside a step: the new logs are synced by their first append (or at
+    /// the next start); the node uses [`Broker::create_consumer_offsets`].
     pub fn ensure_consumer_offsets(&mut self, partitions: i32, now: Millis) -> Result<i32, String> {
         if let Some(existing) = self.consumer_offsets_partitions() {
             return Ok(existing);
