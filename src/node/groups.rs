@@ -436,21 +436,37 @@ impl Node {
         };
         let mut loaded = 0usize;
         let mut skipped = 0usize;
+        let mut unreadable_offsets = 0i64;
         for partition in 0..partitions {
-            let chunks = self
+            let read = self
                 .broker
                 .read_internal(partition, LOAD_CHUNK_BYTES)
                 .map_err(|err| {
                     anyhow::anyhow!("reading __consumer_offsets-{partition}: {err:?}")
                 })?;
+            if !read.skipped.is_empty() {
+                tracing::error!(
+                    partition,
+                    ranges = ?read.skipped,
+                    "__consumer_offsets records lost to unreadable batches: commits and group \
+                     metadata stored there are not loaded"
+                );
+            }
+            unreadable_offsets += read.skipped_offsets();
             let mut records = Vec::new();
-            for chunk in chunks {
+            for chunk in read.chunks {
                 decode_chunk(partition, chunk, &mut records);
             }
             loaded += records.len();
             skipped += self.coordinator.load(now, partition, &records);
         }
-        tracing::info!(partitions, loaded, skipped, "loaded __consumer_offsets");
+        tracing::info!(
+            partitions,
+            loaded,
+            skipped,
+            unreadable_offsets,
+            "loaded __consumer_offsets"
+        );
         Ok(())
     }
 }

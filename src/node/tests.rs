@@ -613,12 +613,13 @@ fn an_unparsable_offsets_batch_is_skipped_not_fatal() {
     let first = 12 + i32::from_be_bytes(contents[8..12].try_into().unwrap()) as u64;
     // The second batch's magic byte (offset 16 in the v2 header).
     assert!(harness.disk.corrupt(&path, first + 16..first + 17));
-    let chunks = harness
+    let read = harness
         .node
         .broker()
         .read_internal(partition, 1 << 20)
         .expect("a damaged batch is skipped, not an error");
-    let bytes: Vec<u8> = chunks
+    let bytes: Vec<u8> = read
+        .chunks
         .iter()
         .flat_map(|chunk| chunk.iter().copied())
         .collect();
