@@ -68,8 +68,34 @@ impl Broker {
             .map(|topic| topic.partitions.len() as i32)
     }
 
+    /// Creates `__consumer_offsets` with `partitions` partitions unless it exists, as a step:
+    /// the new logs' sync jobs go into `effects` (one per partition, while the logs are empty,
+    /// as topic creation hands them out for CreateTopics), so the first offset commit never
+    /// waits behind an fdatasync of a file it is filling. Returns the partition count.
+    pub fn create_consumer_offsets(
+        &mut self,
+        partitions: i32,
+        now: Millis,
+        effects: &mut Vec<Effect>,
+    ) -> Result<i32, String> {
+        let existed = self.consumer_offsets_partitions().is_some();
+        let count = self.ensure_consumer_offsets(partitions, now)?;
+        if !existed {
+            if let Some(topic) = self.internal_topic() {
+                let topic_id = topic.id;
+                self.touched.extend((0..count).map(|partition| LogId {
+                    topic_id,
+                    partition,
+                }));
+            }
+        }
+        self.finish_step(now, effects);
+        Ok(count)
+    }
+
     /// Creates `__consumer_offsets` with `partitions` partitions unless it exists; returns its
-    /// partition count.
+    /// partition count. Outside a step: the new logs are synced by their first append (or at
+    /// the next start); the node uses [`Broker::create_consumer_offsets`].
     pub fn ensure_consumer_offsets(&mut self, partitions: i32, now: Millis) -> Result<i32, String> {
         if let Some(existing) = self.consumer_offsets_partitions() {
             return Ok(existing);
@@ -163,12 +189,13 @@ impl Broker {
     }
 
     /// The stored record batches of `__consumer_offsets-<partition>` from its log start to its
-    /// high watermark, read in chunks of `chunk_bytes` (for loading the group coordinator).
+    /// high watermark, read in chunks of `chunk_bytes` (for loading the group coordinator),
+    /// and the offset ranges skipped because their batches could not be located.
     pub fn read_internal(
         &self,
         partition: i32,
         chunk_bytes: usize,
-    ) -> Result<Vec<Bytes>, InternalLogError> {
+    ) -> Result<InternalRead, InternalLogError> {
         let topic = self.internal_topic().ok_or(InternalLogError::Missing)?;
         let target = usize::try_from(partition)
             .ok()
@@ -176,9 +203,9 @@ impl Broker {
             .ok_or(InternalLogError::Missing)?;
         let high_watermark = target.high_watermark();
         let mut offset = target.log.log_start_offset();
-        let mut chunks = Vec::new();
+        let mut read = InternalRead::default();
         // Every round either returns at least one whole batch (KIP-74) and advances past it,
-        // or skips to a later segment (or the high watermark), so the loop ends within
+        // or skips to a later offset (or the high watermark), so the loop ends within
         // (high watermark - log start) rounds. What cannot be read is skipped and logged,
         // never silently dropped with the rest of the partition (docs/coordinator.md).
         while offset < high_watermark {
@@ -199,31 +226,61 @@ impl Broker {
                 };
             let (length, next) = readable;
             if length > 0 {
-                chunks.push(bytes.slice(..length));
+                read.chunks.push(bytes.slice(..length));
             }
             if length == bytes.len() && next > offset {
                 offset = next;
                 continue;
             }
-            // A batch that cannot be parsed at `stuck`: the log cannot locate anything after
-            // it in its segment, so resume at the next segment.
+            // No batch can be located at `stuck` (rotted bytes the log no longer re-validates).
+            // A read from the next offset-index entry walks from that entry, not through the
+            // damage, so resume there: at most index.interval.bytes of batches are lost, not
+            // the rest of a segment of up to 100 MiB.
             let stuck = next.max(offset);
-            let resume = target
-                .log
-                .segment_base_offsets()
-                .into_iter()
-                .find(|&base| base > stuck)
-                .unwrap_or(high_watermark)
-                .min(high_watermark);
+            let resume = match target.log.next_indexed_offset(stuck) {
+                Ok(found) => found.unwrap_or(high_watermark),
+                Err(err) => {
+                    tracing::error!(partition, offset = stuck, "reading an offset index: {err}");
+                    target
+                        .log
+                        .segment_base_offsets()
+                        .into_iter()
+                        .find(|&base| base > stuck)
+                        .unwrap_or(high_watermark)
+                }
+            }
+            .min(high_watermark)
+            .max(stuck + 1);
             tracing::error!(
                 partition,
                 offset = stuck,
                 resume,
-                "skipping unreadable {CONSUMER_OFFSETS} records up to the next readable segment"
+                "skipping unreadable {CONSUMER_OFFSETS} records up to the next indexed batch"
             );
-            offset = resume.max(offset + 1);
+            read.skipped.push(stuck..resume);
+            offset = resume;
         }
-        Ok(chunks)
+        Ok(read)
+    }
+}
+
+/// What [`Broker::read_internal`] read of one `__consumer_offsets` partition.
+#[derive(Debug, Default)]
+pub struct InternalRead {
+    /// Whole stored batches, in offset order.
+    pub chunks: Vec<Bytes>,
+    /// Offset ranges whose batches could not be located (rotted bytes), in order; the
+    /// commits and group metadata stored there are lost to the coordinator.
+    pub skipped: Vec<std::ops::Range<i64>>,
+}
+
+impl InternalRead {
+    /// How many offsets the skipped ranges cover.
+    pub fn skipped_offsets(&self) -> i64 {
+        self.skipped
+            .iter()
+            .map(|range| range.end - range.start)
+            .sum()
     }
 }
 

@@ -22,8 +22,19 @@
 //! block in one slot, and consecutive generations differ by at most one block). A recovery
 //! that found an unreadable slot rewrites both at once, so the registry never stays in one
 //! copy.
+//!
+//! Both slots present and neither readable is a lost registry, and recovery refuses to start
+//! ([`Registry::load`] fails, naming the files and what the operator can do), as Kafka refuses
+//! to start on unreadable metadata: starting empty would forget every topic whose partition
+//! directories and acknowledged records are still on disk, and a later CreateTopics of the same
+//! name would wipe them. No slot at all is a new (or wiped) node. One slot present and
+//! unreadable, the other absent, is a first registry write that never completed (every
+//! completed write leaves both slots, which are never removed): nothing it recorded was acted
+//! on, so the node starts as a new one.
 
 use std::collections::BTreeMap;
+
+use anyhow::Context;
 
 use crate::config::TopicConfig;
 use crate::log::PartitionLog;
@@ -105,15 +116,18 @@ impl Registry {
         Some(registry)
     }
 
-    /// Reads the newest valid slot (None on a fresh data directory, or if no slot is valid),
-    /// and whether some slot exists but is unreadable (torn or corrupt).
+    /// Reads the newest valid slot (None on a fresh data directory), and whether some slot
+    /// exists but is unreadable (torn or corrupt). An error if both slots exist and neither is
+    /// readable (a lost registry, see the module docs).
     pub(crate) fn load(storage: &dyn Storage) -> anyhow::Result<(Option<Registry>, bool)> {
         let mut newest: Option<Registry> = None;
-        let mut unreadable = false;
+        let mut unreadable = Vec::new();
+        let mut present = 0;
         for slot in SLOTS {
             if !storage.exists(slot) {
                 continue;
             }
+            present += 1;
             let file = storage.open_file(slot, false)?;
             let mut bytes = vec![0u8; file.len()? as usize];
             file.read_exact_at(&mut bytes, 0)?;
@@ -127,12 +141,35 @@ impl Registry {
                     }
                 }
                 None => {
-                    unreadable = true;
+                    unreadable.push((slot, bytes.len()));
                     tracing::warn!(slot, "ignoring a torn or corrupt topic registry slot");
                 }
             }
         }
-        Ok((newest, unreadable))
+        if newest.is_none() && present == SLOTS.len() {
+            let slots: Vec<String> = unreadable
+                .iter()
+                .map(|(slot, len)| format!("{slot} ({len} bytes)"))
+                .collect();
+            anyhow::bail!(
+                "the topic registry is unreadable: {} both fail their check (torn or corrupt), \
+                 so the topics, topic ids and partition counts of this node are unknown while \
+                 their partition directories and records may still be on disk. \
+                 Refusing to start rather than forget them (a new topic of the same name would \
+                 wipe its old records). To recover, restore both files from a backup of the data \
+                 directory; or, to give up every topic of this node, move the data directory \
+                 aside (or delete both files and every partition directory) and start again as a \
+                 new node.",
+                slots.join(" and "),
+            );
+        }
+        if newest.is_none() && !unreadable.is_empty() {
+            tracing::warn!(
+                "the only topic registry slot is unreadable: a first registry write was \
+                 interrupted (nothing it recorded was acted on); starting as a new node"
+            );
+        }
+        Ok((newest, !unreadable.is_empty()))
     }
 
     /// Writes the registry durably into both slots, as the next two generations. On an error
@@ -159,7 +196,12 @@ impl Broker {
     /// Recovers the registry, opens every partition log and rebuilds idempotent producer
     /// state from the logs' batch headers.
     pub(crate) fn recover(&mut self, now: Millis) -> anyhow::Result<()> {
-        let (registry, unreadable) = Registry::load(self.storage.as_ref())?;
+        let (registry, unreadable) = Registry::load(self.storage.as_ref()).with_context(|| {
+            format!(
+                "recovering the data directory {}",
+                self.config.log_dirs.display()
+            )
+        })?;
         let Some(registry) = registry else {
             // No registry: a new node, or one whose disk was lost. It cannot know which
             // producer ids an earlier incarnation handed out, and a reused id makes a new
@@ -167,7 +209,6 @@ impl Broker {
             // not written (simulator, node workload, seed 380). Start above any id an earlier
             // incarnation can have reached, as ids grow by far less than
             // FRESH_PRODUCER_IDS_PER_MS per millisecond of a node's life.
-            // (Both slots unreadable is such a loss too.)
             self.next_producer_id = now.max(0).saturating_mul(FRESH_PRODUCER_IDS_PER_MS);
             self.producer_id_limit = self.next_producer_id;
             return Ok(());
@@ -342,5 +383,35 @@ mod tests {
             assert_eq!(loaded.producer_id_limit, 2000, "{slot} corrupted");
             assert_eq!(loaded.topics, registry.topics, "{slot} corrupted");
         }
+    }
+
+    /// Both slots present and neither readable is a lost registry: loading fails (the node
+    /// refuses to start, as Kafka does on unreadable metadata) and names both files, instead
+    /// of answering "no registry" as for a new node.
+    #[test]
+    fn both_slots_unreadable_is_an_error_not_a_new_node() {
+        let disk = SimDisk::new(1);
+        let mut registry = orders(1000);
+        registry.store(&disk).unwrap();
+        for slot in SLOTS {
+            assert!(disk.corrupt(slot, 20..22));
+        }
+        let err = Registry::load(&disk).unwrap_err().to_string();
+        for slot in SLOTS {
+            assert!(err.contains(slot), "{err}");
+        }
+        assert!(err.contains("Refusing to start"), "{err}");
+    }
+
+    /// No slot at all is a new (or wiped) node; one slot present and unreadable with the other
+    /// absent is a first write that never completed (a completed write leaves both slots), so
+    /// nothing it recorded was acted on: both load as "no registry".
+    #[test]
+    fn no_slot_or_a_lone_unreadable_slot_is_a_new_node() {
+        let disk = SimDisk::new(1);
+        assert_eq!(Registry::load(&disk).unwrap(), (None, false));
+        let file = disk.open_file(SLOTS[1], true).unwrap();
+        file.write_at(b"karst-topics 1\ngenera", 0).unwrap();
+        assert_eq!(Registry::load(&disk).unwrap(), (None, true));
     }
 }

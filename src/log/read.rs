@@ -95,6 +95,29 @@ impl PartitionLog {
         Ok(Bytes::from(buf))
     }
 
+    /// The first offset above `offset` that a read can start from without walking the bytes
+    /// at `offset`: the next offset-index entry of its segment, else the next segment's base
+    /// offset. A reader that gets [`ReadError::Corrupt`] at `offset` resumes there and skips
+    /// only up to one `index.interval.bytes` of batches, not the rest of the segment. None
+    /// when nothing follows in the log.
+    pub fn next_indexed_offset(&self, offset: i64) -> Result<Option<i64>, LogError> {
+        let first = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(i64::MIN, |(base, _)| *base);
+        for (&base, segment) in self.segments.range(first..) {
+            if base > offset {
+                // A segment's first batch is where every walk of it starts.
+                return Ok(Some(base));
+            }
+            if let Some(found) = segment.indexed_offset_after(offset)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
     /// The batch at `offset` if the last read ended exactly there (sequential consumers).
     pub(super) fn hinted_batch(
         &self,

@@ -209,3 +209,50 @@ fn offset_for_timestamp_through_a_rotted_batch_reads_as_corrupt_message() {
     assert_eq!(err.error_code(), error_codes::CORRUPT_MESSAGE, "{err}");
     assert_eq!(log.offset_for_timestamp(100).unwrap(), Some((100, 100)));
 }
+
+/// A reader that meets a rotted batch (Corrupt at its offset) resumes at
+/// `next_indexed_offset`: the first offset-index entry above the damage (read from the index
+/// file itself here), from which a read walks and succeeds; after the segment's last entry,
+/// the next segment's base offset; after the last segment, nothing.
+#[test]
+fn next_indexed_offset_is_the_first_index_entry_past_damage() {
+    let disk = SimDisk::new(12);
+    let batches = crashed_log_with_segments(&disk);
+    let index = disk
+        .contents(&format!("{DIR}/{}", segment::index_name(0)))
+        .unwrap();
+    let entries: Vec<i64> = index
+        .chunks_exact(8)
+        .map(|entry| i64::from(u32::from_be_bytes(entry[..4].try_into().unwrap())))
+        .collect();
+    // The length of the first indexed batch rots: the index cannot step over it.
+    let &(position, damaged) = batches
+        .iter()
+        .find(|(_, header)| header.base_offset == entries[0])
+        .unwrap();
+    let path = format!("{DIR}/{}", segment::log_name(0));
+    assert!(disk.corrupt(&path, position as u64 + 8..position as u64 + 12));
+    let log = reopen(&disk);
+    let end = log.log_end_offset();
+    assert_corrupt(log.read(damaged.base_offset, 1 << 20, end), position);
+    let expected = *entries
+        .iter()
+        .find(|&&offset| offset > damaged.base_offset)
+        .expect("an index entry after the damage");
+    assert!(
+        expected > damaged.last_offset() + 1,
+        "batches lie between the damage and the entry"
+    );
+    let resume = log.next_indexed_offset(damaged.base_offset).unwrap();
+    assert_eq!(resume, Some(expected));
+    let bytes = log.read(expected, 1 << 20, end).unwrap();
+    assert_eq!(batches_of(&bytes)[0].1.base_offset, expected);
+    // Between the damage and the entry the walk cannot get through.
+    let err = log.read(expected - 1, 1 << 20, end).unwrap_err();
+    assert_eq!(err.error_code(), error_codes::CORRUPT_MESSAGE, "{err}");
+    // Past the segment's last entry: the next segment; past the last segment: none.
+    let bases = log.segment_base_offsets();
+    let last_entry = *entries.last().unwrap();
+    assert_eq!(log.next_indexed_offset(last_entry).unwrap(), Some(bases[1]));
+    assert_eq!(log.next_indexed_offset(end - 1).unwrap(), None);
+}

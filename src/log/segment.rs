@@ -390,6 +390,28 @@ impl Segment {
         })
     }
 
+    /// The base offset of the first batch the offset index names above `offset`, inside this
+    /// segment: a place a read can start from without walking the bytes before it (so past
+    /// damage at or below `offset`). None if no entry lies above it.
+    pub fn indexed_offset_after(&self, offset: i64) -> io::Result<Option<i64>> {
+        let relative = offset - self.base_offset;
+        let next = match self
+            .offset_index
+            .last_at_or_below(relative, |entry| decode_offset_entry(entry).0 as i64)?
+        {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        if next >= self.offset_index.len() {
+            return Ok(None);
+        }
+        let mut buf = [0u8; 16];
+        self.offset_index.entry(next, &mut buf)?;
+        let found = self.base_offset + decode_offset_entry(&buf).0 as i64;
+        // Indexes are not checksummed: an entry outside the segment names nothing.
+        Ok((found > offset && found < self.next_offset).then_some(found))
+    }
+
     /// Whether `header`, found at a position where a batch starting at `expected_offset` must
     /// be, is structurally that batch: the right base offset and a last offset inside the
     /// segment (the header parsed and fits in the file already).

@@ -53,7 +53,8 @@ impl Node {
         } = *request;
         let group_request = match request {
             RequestKind::FindCoordinator(request) => {
-                let response = self.find_coordinator(now, header.request_api_version, request);
+                let response =
+                    self.find_coordinator(now, header.request_api_version, request, effects);
                 respond(
                     effects,
                     id,
@@ -147,6 +148,7 @@ impl Node {
         now: Millis,
         version: i16,
         request: FindCoordinatorRequest,
+        effects: &mut Vec<Effect>,
     ) -> FindCoordinatorResponse {
         let keys: Vec<StrBytes> = if version >= 4 {
             request.coordinator_keys
@@ -156,7 +158,7 @@ impl Node {
         let answers: Vec<(StrBytes, i16, &'static str)> = keys
             .into_iter()
             .map(|key| {
-                let (code, message) = self.coordinator_for(now, request.key_type, &key);
+                let (code, message) = self.coordinator_for(now, request.key_type, &key, effects);
                 (key, code, message)
             })
             .collect();
@@ -201,7 +203,14 @@ impl Node {
     }
 
     /// Whether this node coordinates `key`: NONE, or the error code and message to give.
-    fn coordinator_for(&mut self, now: Millis, key_type: i8, key: &str) -> (i16, &'static str) {
+    /// Creating `__consumer_offsets` hands its new logs' sync jobs out into `effects`.
+    fn coordinator_for(
+        &mut self,
+        now: Millis,
+        key_type: i8,
+        key: &str,
+        effects: &mut Vec<Effect>,
+    ) -> (i16, &'static str) {
         if key_type == KEY_TYPE_TRANSACTION {
             return (
                 error::COORDINATOR_NOT_AVAILABLE,
@@ -214,7 +223,10 @@ impl Node {
         }
         if self.broker.consumer_offsets_partitions().is_none() {
             let partitions = self.coordinator.config().offsets_topic_num_partitions;
-            match self.broker.ensure_consumer_offsets(partitions, now) {
+            match self
+                .broker
+                .create_consumer_offsets(partitions, now, effects)
+            {
                 Ok(created) if created != partitions => {
                     // The coordinator hashes groups by `partitions`; a topic of another size
                     // (config parsing refuses counts the broker would clamp) would misplace them.
@@ -424,21 +436,37 @@ impl Node {
         };
         let mut loaded = 0usize;
         let mut skipped = 0usize;
+        let mut unreadable_offsets = 0i64;
         for partition in 0..partitions {
-            let chunks = self
+            let read = self
                 .broker
                 .read_internal(partition, LOAD_CHUNK_BYTES)
                 .map_err(|err| {
                     anyhow::anyhow!("reading __consumer_offsets-{partition}: {err:?}")
                 })?;
+            if !read.skipped.is_empty() {
+                tracing::error!(
+                    partition,
+                    ranges = ?read.skipped,
+                    "__consumer_offsets records lost to unreadable batches: commits and group \
+                     metadata stored there are not loaded"
+                );
+            }
+            unreadable_offsets += read.skipped_offsets();
             let mut records = Vec::new();
-            for chunk in chunks {
+            for chunk in read.chunks {
                 decode_chunk(partition, chunk, &mut records);
             }
             loaded += records.len();
             skipped += self.coordinator.load(now, partition, &records);
         }
-        tracing::info!(partitions, loaded, skipped, "loaded __consumer_offsets");
+        tracing::info!(
+            partitions,
+            loaded,
+            skipped,
+            unreadable_offsets,
+            "loaded __consumer_offsets"
+        );
         Ok(())
     }
 }

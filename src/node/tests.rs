@@ -8,6 +8,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::*;
+use crate::broker::LogId;
 use crate::protocol::codec::DecodedRequest;
 use crate::storage::SimDisk;
 
@@ -76,7 +77,11 @@ impl Harness {
         (id, self.step(now, Input::Request { id, request }))
     }
 
+    /// FindCoordinator for group "g". The step that creates `__consumer_offsets` hands out
+    /// one sync job per new partition log (as CreateTopics does; checked here, so every test
+    /// that starts with it checks it), which are completed as the runtime would.
     fn find_coordinator(&mut self) -> FindCoordinatorResponse {
+        let existed = self.node.broker().consumer_offsets_partitions().is_some();
         let request = FindCoordinatorRequest::default().with_key(text("g"));
         let (_, effects) = self.request(
             NOW,
@@ -84,6 +89,19 @@ impl Harness {
             2,
             RequestKind::FindCoordinator(request),
         );
+        let (syncs, effects) = self.complete_syncs(effects);
+        let expected: Vec<LogId> = if existed {
+            Vec::new()
+        } else {
+            let topic = &self.node.broker().topics[crate::broker::CONSUMER_OFFSETS];
+            (0..topic.partitions.len() as i32)
+                .map(|partition| LogId {
+                    topic_id: topic.id,
+                    partition,
+                })
+                .collect()
+        };
+        assert_eq!(syncs, expected, "one sync per new offsets partition");
         let [Effect::Respond { response, .. }] = effects.as_slice() else {
             panic!("{effects:?}")
         };
@@ -91,6 +109,43 @@ impl Harness {
             panic!()
         };
         response.clone()
+    }
+
+    /// Runs the sync jobs among `effects` and completes them (successfully) as the runtime
+    /// would; returns their logs and the other effects, including those the completions
+    /// caused.
+    fn complete_syncs(&mut self, effects: Vec<Effect>) -> (Vec<LogId>, Vec<Effect>) {
+        let mut syncs = Vec::new();
+        let mut others = Vec::new();
+        let mut pending = effects;
+        // Each completion retires a job, and no completion hands out more than one per log.
+        for _ in 0..100 {
+            if pending.is_empty() {
+                break;
+            }
+            let mut next = Vec::new();
+            for effect in pending {
+                match effect {
+                    Effect::Sync { log, job } => {
+                        syncs.push(log);
+                        let up_to_offset = job.up_to_offset;
+                        job.run().unwrap();
+                        next.extend(self.step(
+                            NOW,
+                            Input::SyncCompleted {
+                                log,
+                                up_to_offset,
+                                result: Ok(()),
+                            },
+                        ));
+                    }
+                    other => others.push(other),
+                }
+            }
+            pending = next;
+        }
+        assert!(pending.is_empty(), "syncs kept coming: {pending:?}");
+        (syncs, others)
     }
 
     /// A simple-consumer commit (generation -1, no member), as admin tools send.
@@ -168,6 +223,66 @@ fn find_coordinator_creates_the_offsets_topic_and_names_this_node() {
     assert_eq!(response.node_id.0, 1);
     assert_eq!((response.host.as_str(), response.port), ("127.0.0.1", 9092));
     assert_eq!(harness.node.broker().consumer_offsets_partitions(), Some(3));
+}
+
+/// Creating `__consumer_offsets` (on the first FindCoordinator, outside any request the
+/// broker steps) hands out its new logs' sync jobs in that step, as CreateTopics does
+/// (`sync_new_logs`): exactly one per partition, before the answer, under every flush policy.
+/// Left to the first commit, the fsync of a file the commit is filling would hold it; here the
+/// first durable commit waits for its own sync only.
+#[test]
+fn creating_the_offsets_topic_hands_out_one_sync_per_partition() {
+    for policy in ["durable", "page-cache"] {
+        let mut harness = Harness::new(&[("log.flush.policy", policy)]);
+        let request = FindCoordinatorRequest::default().with_key(text("g"));
+        let (_, effects) = harness.request(
+            NOW,
+            ApiKey::FindCoordinator,
+            2,
+            RequestKind::FindCoordinator(request),
+        );
+        let topic_id = harness.node.broker().topics[crate::broker::CONSUMER_OFFSETS].id;
+        let seen: Vec<(LogId, i64)> = effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Sync { log, job } => Some((*log, job.up_to_offset)),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<(LogId, i64)> = (0..3)
+            .map(|partition| {
+                let log = LogId {
+                    topic_id,
+                    partition,
+                };
+                (log, 0)
+            })
+            .collect();
+        assert_eq!(seen, expected, "{policy}");
+        assert!(
+            matches!(effects.last(), Some(Effect::Respond { .. })),
+            "{effects:?}"
+        );
+        let (_, answers) = harness.complete_syncs(effects);
+        assert_eq!(answers.len(), 1);
+        // Another FindCoordinator creates nothing and syncs nothing.
+        harness.find_coordinator();
+    }
+    let mut harness = Harness::new(&[("log.flush.policy", "durable")]);
+    harness.find_coordinator();
+    let (commit_id, effects) = harness.commit(42);
+    let (log, job) = only_sync(effects);
+    assert_eq!(job.up_to_offset, 1, "the commit's own sync");
+    job.run().unwrap();
+    let effects = harness.step(
+        NOW,
+        Input::SyncCompleted {
+            log,
+            up_to_offset: 1,
+            result: Ok(()),
+        },
+    );
+    assert_eq!(commit_code(&effects[0]), (commit_id, 0));
 }
 
 /// Persist-then-ack under the durable flush policy: the commit's append hands out the same
@@ -336,6 +451,7 @@ fn find_coordinator_answers_encode_at_every_advertised_version() {
                 version,
                 RequestKind::FindCoordinator(request),
             );
+            let (_, effects) = harness.complete_syncs(effects);
             let [Effect::Respond { response, .. }] = effects.as_slice() else {
                 panic!("{effects:?}")
             };
@@ -447,6 +563,7 @@ fn find_coordinator_with_an_unknown_key_type_is_an_invalid_request() {
             2,
             RequestKind::FindCoordinator(request),
         );
+        let (_, effects) = harness.complete_syncs(effects);
         let [Effect::Respond { response, .. }] = effects.as_slice() else {
             panic!("{effects:?}")
         };
@@ -496,12 +613,13 @@ fn an_unparsable_offsets_batch_is_skipped_not_fatal() {
     let first = 12 + i32::from_be_bytes(contents[8..12].try_into().unwrap()) as u64;
     // The second batch's magic byte (offset 16 in the v2 header).
     assert!(harness.disk.corrupt(&path, first + 16..first + 17));
-    let chunks = harness
+    let read = harness
         .node
         .broker()
         .read_internal(partition, 1 << 20)
         .expect("a damaged batch is skipped, not an error");
-    let bytes: Vec<u8> = chunks
+    let bytes: Vec<u8> = read
+        .chunks
         .iter()
         .flat_map(|chunk| chunk.iter().copied())
         .collect();
@@ -510,4 +628,90 @@ fn an_unparsable_offsets_batch_is_skipped_not_fatal() {
         first,
         "exactly the batch before the damage"
     );
+}
+
+/// A node on a real data directory whose topic registry is lost (both `karst.topics.*` slots
+/// present, neither readable) refuses to start, as Kafka refuses to start on unreadable
+/// metadata: the error names the directory and both files and says what the operator can do,
+/// and the partition directory with its acknowledged records is left as it was. Before, the
+/// node started with no topics, and the records were unreachable.
+#[test]
+fn a_node_whose_registry_slots_are_both_unreadable_refuses_to_start() {
+    use crate::storage::FileStorage;
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let config = NodeConfig {
+        log_dirs: data_dir.clone(),
+        ..NodeConfig::default()
+    };
+    let open = |now: Millis| {
+        let storage = Arc::new(FileStorage::new(&data_dir).unwrap());
+        Node::open(config.clone(), "127.0.0.1:9092", storage, 42, now)
+    };
+    let mut harness = Harness {
+        node: open(NOW).unwrap(),
+        disk: Arc::new(SimDisk::new(7)),
+        next_sequence: 0,
+    };
+    let create = CreateTopicsRequest::default().with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(text("orders")))
+            .with_num_partitions(1)
+            .with_replication_factor(-1),
+    ]);
+    harness.request(
+        NOW,
+        ApiKey::CreateTopics,
+        7,
+        RequestKind::CreateTopics(create),
+    );
+    let produce = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(TopicName(text("orders")))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(bytes::Bytes::from(
+                        crate::protocol::batch::testing::simple_batch(3, NOW),
+                    ))),
+            ])]);
+    let (_, effects) = harness.request(NOW, ApiKey::Produce, 9, RequestKind::Produce(produce));
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Respond { .. })),
+        "{effects:?}"
+    );
+    harness.node.close().unwrap();
+    drop(harness);
+    let segment = data_dir.join("orders-0").join("00000000000000000000.log");
+    let records = std::fs::read(&segment).unwrap();
+    assert!(!records.is_empty());
+    for slot in ["karst.topics.0", "karst.topics.1"] {
+        let path = data_dir.join(slot);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 0xFF;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let err = format!("{:#}", open(NOW + 10).unwrap_err());
+    for expected in [
+        data_dir.display().to_string(),
+        "karst.topics.0".to_string(),
+        "karst.topics.1".to_string(),
+        "Refusing to start".to_string(),
+        "restore both files from a backup".to_string(),
+    ] {
+        assert!(err.contains(&expected), "{expected:?} missing from: {err}");
+    }
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        records,
+        "records untouched"
+    );
+    // The operator's way out: without the two files the node starts as a new one.
+    for slot in ["karst.topics.0", "karst.topics.1"] {
+        std::fs::remove_file(data_dir.join(slot)).unwrap();
+    }
+    let node = open(NOW + 20).unwrap();
+    assert!(node.broker().topics.is_empty());
 }

@@ -184,3 +184,88 @@ fn failed_sync_answers_storage_error() {
     };
     assert_eq!(fetched(response).0, error::KAFKA_STORAGE_ERROR);
 }
+
+/// docs/coordinator.md (loading): a `__consumer_offsets` batch whose header rotted in the
+/// middle of a segment, below the recovery point (never re-validated, as in Kafka), costs only
+/// the batches up to the next offset-index entry, from which the log's read walks again
+/// (`PartitionLog::next_indexed_offset`), and those are reported as skipped. Before, loading
+/// resumed at the next segment: every commit after the damage in this (only) segment was lost.
+#[test]
+fn offsets_loading_resumes_at_the_next_index_entry_after_a_rotted_batch() {
+    use crate::coordinator::records::{self, OffsetKey, OffsetValue, Record};
+    let disk = Arc::new(SimDisk::new(7));
+    let mut config = NodeConfig::default();
+    // About one index entry every two or three commit batches.
+    config.set("log.index.interval.bytes", "256").unwrap();
+    let open = |disk: &Arc<SimDisk>| {
+        Broker::open(config.clone(), "127.0.0.1:9092", disk.clone(), 42, NOW).unwrap()
+    };
+    let mut broker = open(&disk);
+    assert_eq!(broker.ensure_consumer_offsets(1, NOW), Ok(1));
+    let commit = |offset: i64| Record::Offset {
+        key: OffsetKey {
+            group_id: "g".to_string(),
+            topic: "t".to_string(),
+            partition: 0,
+        },
+        value: Some(OffsetValue {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: NOW,
+        }),
+    };
+    const COMMITS: i64 = 40;
+    let mut effects = Vec::new();
+    for offset in 0..COMMITS {
+        let batch = records::encode_batch(&[commit(offset).encode()], NOW).unwrap();
+        // One batch per commit, at log offset == committed offset.
+        assert_eq!(
+            broker.append_internal(NOW, 0, batch, &mut effects),
+            Ok(offset + 1)
+        );
+    }
+    broker.close().unwrap();
+    drop(broker);
+    let dir = "__consumer_offsets-0";
+    let index = disk
+        .contents(&format!("{dir}/00000000000000000000.index"))
+        .unwrap();
+    let entries: Vec<i64> = index
+        .chunks_exact(8)
+        .map(|entry| i64::from(u32::from_be_bytes(entry[..4].try_into().unwrap())))
+        .collect();
+    assert!(entries.len() >= 4, "{entries:?}");
+    // Rot the length of an indexed batch in the middle: the walk cannot step over it.
+    let (rotted, next_entry) = (entries[entries.len() / 2], entries[entries.len() / 2 + 1]);
+    assert!(
+        next_entry > rotted + 1,
+        "batches lie between the two entries"
+    );
+    let log_path = format!("{dir}/00000000000000000000.log");
+    let segment = disk.contents(&log_path).unwrap();
+    let mut position = 0usize;
+    for _ in 0..rotted {
+        position += crate::protocol::batch::parse_header(&segment[position..])
+            .unwrap()
+            .total_size();
+    }
+    assert!(disk.corrupt(&log_path, position as u64 + 8..position as u64 + 12));
+    let broker = open(&disk);
+    let read = broker.read_internal(0, 1 << 20).unwrap();
+    assert_eq!(read.skipped, vec![rotted..next_entry]);
+    assert_eq!(read.skipped_offsets(), next_entry - rotted);
+    let loaded: Vec<i64> = read
+        .chunks
+        .into_iter()
+        .flat_map(|chunk| records::decode_batches(chunk).unwrap())
+        .map(|record| match Record::decode(&record).unwrap() {
+            Record::Offset {
+                value: Some(value), ..
+            } => value.offset,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let expected: Vec<i64> = (0..rotted).chain(next_entry..COMMITS).collect();
+    assert_eq!(loaded, expected);
+}
