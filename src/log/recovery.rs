@@ -165,13 +165,23 @@ impl PartitionLog {
             ),
             closed: false,
         };
-        if checkpoint != Some((log.log_start_offset, log.recovery_point)) {
+        if !clean || checkpoint != Some((log.log_start_offset, log.recovery_point)) {
             // What recovery decided (above all the log start, the floor below which offsets
             // are never handed out again) is made durable before anything else happens.
+            // After an unclean shutdown always: a killed process leaves the page cache behind,
+            // so what open just read may never have been synced. The checkpoint (DeleteRecords
+            // or retention moved the log start, then the kill: a power loss would bring back
+            // the log it replaced), and the names of files created before the kill (a segment
+            // rolled just before it: acknowledged appends into it after the restart would
+            // vanish with its name at the next power loss; simulator, node seed 286) and of
+            // the log's directory itself. Recovery's first sync job then syncs their data.
             // Inline: this is startup, not the event loop.
             log.write_checkpoint()?;
             log.checkpoint_file.sync_data()?;
             log.storage.sync_dir(&log.dir)?;
+            if !clean {
+                log.storage.sync_dir(parent(&log.dir))?;
+            }
             log.checkpoint_dirty = false;
             log.checkpoint_slot = 1 - log.checkpoint_slot;
         }
