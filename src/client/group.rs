@@ -471,7 +471,10 @@ pub async fn offset_fetch(
 
 #[cfg(test)]
 mod tests {
-    use super::membership::salvage_sync_group_error;
+    use super::membership::{
+        rejoin_for_snapshot, salvage_sync_group_error, snapshot_changed, MetadataSnapshot,
+        TopicLayout,
+    };
     use super::*;
     use bytes::{BufMut, BytesMut};
     use kafka_protocol::protocol::Decodable;
@@ -502,5 +505,82 @@ mod tests {
             assert!(salvage_sync_group_error(&sync_group_body(version, 0), version).is_none());
         }
         assert!(salvage_sync_group_error(&bytes::Bytes::from_static(&[0]), 0).is_none());
+    }
+
+    fn snapshot(topics: &[(&str, Option<(u128, i32)>)]) -> MetadataSnapshot {
+        topics
+            .iter()
+            .map(|(name, layout)| {
+                let layout = layout.map(|(id, partitions)| TopicLayout {
+                    topic_id: uuid::Uuid::from_u128(id),
+                    partitions,
+                });
+                (name.to_string(), layout)
+            })
+            .collect()
+    }
+
+    /// Kafka's ConsumerCoordinator rejoins when the leader's metadata snapshot stops matching
+    /// the assignment's: a topic that appears, disappears, gains partitions or is created
+    /// again (KIP-516: a new topic id under the same name) is a change; the same metadata, or
+    /// fewer partitions under the same topic id (a stale broker: Kafka never shrinks a topic),
+    /// is not.
+    #[test]
+    fn metadata_snapshot_changes_that_rebalance_the_group() {
+        let assigned = snapshot(&[("a", Some((7, 2))), ("b", None)]);
+        let same = assigned.clone();
+        assert!(!snapshot_changed(&assigned, &same));
+        let grown = snapshot(&[("a", Some((7, 4))), ("b", None)]);
+        assert!(snapshot_changed(&assigned, &grown), "gained partitions");
+        let appeared = snapshot(&[("a", Some((7, 2))), ("b", Some((8, 1)))]);
+        assert!(snapshot_changed(&assigned, &appeared), "a topic appeared");
+        let deleted = snapshot(&[("a", None), ("b", None)]);
+        assert!(snapshot_changed(&assigned, &deleted), "a topic disappeared");
+        let reborn = snapshot(&[("a", Some((9, 2))), ("b", None)]);
+        assert!(
+            snapshot_changed(&assigned, &reborn),
+            "created again, same count"
+        );
+        let stale = snapshot(&[("a", Some((7, 1))), ("b", None)]);
+        assert!(
+            !snapshot_changed(&assigned, &stale),
+            "fewer under the same id"
+        );
+        // Without topic ids (nil) a smaller count may be a smaller re-creation: a change.
+        let no_ids = snapshot(&[("a", Some((0, 2))), ("b", None)]);
+        let no_ids_smaller = snapshot(&[("a", Some((0, 1))), ("b", None)]);
+        assert!(snapshot_changed(&no_ids, &no_ids_smaller));
+        assert!(
+            !snapshot_changed(&no_ids, &same),
+            "an id learnt is not a change"
+        );
+    }
+
+    /// One rejoin per changed snapshot: metadata flapping between the assignment's view and
+    /// another answer rejoins once for that answer, not at every refresh; a different change
+    /// (or the same one after another) rejoins again.
+    #[test]
+    fn flapping_metadata_rejoins_once_per_changed_snapshot() {
+        let assigned = snapshot(&[("a", Some((7, 2)))]);
+        let other = snapshot(&[("a", None)]);
+        let grown = snapshot(&[("a", Some((7, 4)))]);
+        let mut rejoined_for = None;
+        assert!(!rejoin_for_snapshot(
+            &mut rejoined_for,
+            &assigned,
+            &assigned
+        ));
+        assert!(rejoin_for_snapshot(&mut rejoined_for, &assigned, &other));
+        // The rejoin's assignment saw the old answer again; the flap goes on.
+        for _ in 0..10 {
+            assert!(!rejoin_for_snapshot(
+                &mut rejoined_for,
+                &assigned,
+                &assigned
+            ));
+            assert!(!rejoin_for_snapshot(&mut rejoined_for, &assigned, &other));
+        }
+        assert!(rejoin_for_snapshot(&mut rejoined_for, &assigned, &grown));
+        assert!(rejoin_for_snapshot(&mut rejoined_for, &assigned, &other));
     }
 }
