@@ -472,8 +472,8 @@ pub async fn offset_fetch(
 #[cfg(test)]
 mod tests {
     use super::membership::{
-        rejoin_for_snapshot, salvage_sync_group_error, snapshot_changed, MetadataSnapshot,
-        TopicLayout,
+        rejoin_for_snapshot, salvage_sync_group_error, snapshot_changed, with_partitions_seen,
+        MetadataSnapshot, TopicLayout,
     };
     use super::*;
     use bytes::{BufMut, BytesMut};
@@ -557,30 +557,90 @@ mod tests {
     }
 
     /// One rejoin per changed snapshot: metadata flapping between the assignment's view and
-    /// another answer rejoins once for that answer, not at every refresh; a different change
-    /// (or the same one after another) rejoins again.
+    /// another answer rejoins once for that answer, not at every refresh, and once more per
+    /// `metadata.max.age.ms` while it goes on (so the group converges when the brokers agree);
+    /// a different change (or the same one after another) rejoins at once.
     #[test]
     fn flapping_metadata_rejoins_once_per_changed_snapshot() {
         let assigned = snapshot(&[("a", Some((7, 2)))]);
         let other = snapshot(&[("a", None)]);
         let grown = snapshot(&[("a", Some((7, 4)))]);
-        let mut rejoined_for = None;
+        let quiet = Duration::from_millis(300_000);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut rf = None;
         assert!(!rejoin_for_snapshot(
-            &mut rejoined_for,
+            &mut rf,
             &assigned,
-            &assigned
+            &assigned,
+            at(0),
+            quiet
         ));
-        assert!(rejoin_for_snapshot(&mut rejoined_for, &assigned, &other));
-        // The rejoin's assignment saw the old answer again; the flap goes on.
-        for _ in 0..10 {
+        assert!(rejoin_for_snapshot(
+            &mut rf,
+            &assigned,
+            &other,
+            at(0),
+            quiet
+        ));
+        // The rejoin's assignment saw the old answer again; the flap goes on, one heartbeat
+        // (3 s) after another, for almost `quiet`.
+        for beat in 1..100 {
+            let t = at(beat * 3_000);
             assert!(!rejoin_for_snapshot(
-                &mut rejoined_for,
-                &assigned,
-                &assigned
+                &mut rf, &assigned, &assigned, t, quiet
             ));
-            assert!(!rejoin_for_snapshot(&mut rejoined_for, &assigned, &other));
+            assert!(!rejoin_for_snapshot(&mut rf, &assigned, &other, t, quiet));
         }
-        assert!(rejoin_for_snapshot(&mut rejoined_for, &assigned, &grown));
-        assert!(rejoin_for_snapshot(&mut rejoined_for, &assigned, &other));
+        assert!(rejoin_for_snapshot(
+            &mut rf,
+            &assigned,
+            &other,
+            at(300_000),
+            quiet
+        ));
+        assert!(!rejoin_for_snapshot(
+            &mut rf,
+            &assigned,
+            &other,
+            at(303_000),
+            quiet
+        ));
+        assert!(rejoin_for_snapshot(
+            &mut rf,
+            &assigned,
+            &grown,
+            at(303_000),
+            quiet
+        ));
+        assert!(rejoin_for_snapshot(
+            &mut rf,
+            &assigned,
+            &other,
+            at(303_000),
+            quiet
+        ));
+    }
+
+    /// A stale answer (fewer partitions under a topic id already seen with more) keeps the
+    /// most seen, for the change check and for the leader's assignment alike; a new id starts
+    /// afresh, and ids no longer subscribed are forgotten.
+    #[test]
+    fn partition_counts_never_go_back_under_one_topic_id() {
+        let mut seen = BTreeMap::new();
+        let grown = with_partitions_seen(snapshot(&[("a", Some((7, 4)))]), &mut seen);
+        assert_eq!(grown, snapshot(&[("a", Some((7, 4)))]));
+        let stale = with_partitions_seen(snapshot(&[("a", Some((7, 2)))]), &mut seen);
+        assert_eq!(stale, grown, "a stale broker's count does not win");
+        let reborn = with_partitions_seen(snapshot(&[("a", Some((9, 2)))]), &mut seen);
+        assert_eq!(
+            reborn,
+            snapshot(&[("a", Some((9, 2)))]),
+            "a new id starts afresh"
+        );
+        assert_eq!(seen.len(), 1, "the old id is forgotten");
+        let no_ids = with_partitions_seen(snapshot(&[("b", Some((0, 3)))]), &mut seen);
+        assert_eq!(no_ids, snapshot(&[("b", Some((0, 3)))]));
+        assert!(seen.is_empty());
     }
 }

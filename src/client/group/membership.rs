@@ -50,6 +50,7 @@ pub fn spawn_membership(
         shared: shared.clone(),
         assigned_metadata: Mutex::new(None),
         rejoined_for: Mutex::new(None),
+        partitions_seen: Mutex::new(BTreeMap::new()),
     };
     let handle = tokio::spawn(member.run());
     (shared, handle)
@@ -72,10 +73,11 @@ struct Member {
     /// assignment of the current generation saw it. None when not the leader (only the
     /// leader assigns, so only its view of the metadata matters).
     assigned_metadata: Mutex<Option<MetadataSnapshot>>,
-    /// The last snapshot that made this member rejoin: the same snapshot seen again while the
-    /// assignment still differs from it (the assignment's own refresh saw other metadata, as
-    /// when brokers disagree) does not make it rejoin again.
-    rejoined_for: Mutex<Option<MetadataSnapshot>>,
+    /// The last snapshot that made this member rejoin, and when: see [`rejoin_for_snapshot`].
+    rejoined_for: Mutex<Option<(MetadataSnapshot, Instant)>>,
+    /// The most partitions seen per topic id of the subscribed topics: see
+    /// [`metadata_snapshot`].
+    partitions_seen: Mutex<BTreeMap<uuid::Uuid, i32>>,
 }
 
 /// One subscribed topic as the metadata shows it.
@@ -89,9 +91,13 @@ pub(super) struct TopicLayout {
 /// Per subscribed topic, its layout; None for a topic the metadata does not know.
 pub(super) type MetadataSnapshot = BTreeMap<String, Option<TopicLayout>>;
 
-/// The snapshot of `topics` in `cluster`'s metadata cache.
-fn metadata_snapshot(cluster: &Cluster, topics: &[String]) -> MetadataSnapshot {
-    topics
+/// The snapshot of `topics` in `cluster`'s metadata cache, through [`with_partitions_seen`].
+fn metadata_snapshot(
+    cluster: &Cluster,
+    topics: &[String],
+    seen: &mut BTreeMap<uuid::Uuid, i32>,
+) -> MetadataSnapshot {
+    let cached: MetadataSnapshot = topics
         .iter()
         .map(|t| {
             let layout = cluster.topic(t).map(|m| TopicLayout {
@@ -100,7 +106,28 @@ fn metadata_snapshot(cluster: &Cluster, topics: &[String]) -> MetadataSnapshot {
             });
             (t.clone(), layout)
         })
-        .collect()
+        .collect();
+    with_partitions_seen(cached, seen)
+}
+
+/// Kafka never takes partitions away from a topic, so each topic id of `snapshot` gets at
+/// least the partitions `seen` records for it, and `seen` learns the rest: a broker that has
+/// not heard of a CreatePartitions yet neither triggers a rejoin nor makes the leader assign
+/// fewer partitions than it already saw. `seen` keeps only the ids of this snapshot, so it is
+/// as small as the subscription.
+pub(super) fn with_partitions_seen(
+    mut snapshot: MetadataSnapshot,
+    seen: &mut BTreeMap<uuid::Uuid, i32>,
+) -> MetadataSnapshot {
+    for layout in snapshot.values_mut().flatten() {
+        if !layout.topic_id.is_nil() {
+            let most = seen.entry(layout.topic_id).or_insert(layout.partitions);
+            *most = (*most).max(layout.partitions);
+            layout.partitions = *most;
+        }
+    }
+    seen.retain(|id, _| snapshot.values().flatten().any(|l| l.topic_id == *id));
+    snapshot
 }
 
 /// Whether the topics of `now` differ from those the assignment saw (`assigned`, over the same
@@ -129,18 +156,29 @@ pub(super) fn snapshot_changed(assigned: &MetadataSnapshot, now: &MetadataSnapsh
     })
 }
 
-/// One rejoin per changed snapshot: true when `now` differs from the assignment's snapshot and
-/// is not the snapshot of the previous metadata-driven rejoin (recorded in `rejoined_for`).
-/// Metadata that flaps between two answers thus costs at most one rejoin per answer.
+/// One rejoin per changed snapshot: true when `now` differs from the assignment's snapshot,
+/// unless `now` is the snapshot the previous metadata-driven rejoin was for (`rejoined_for`,
+/// updated here) and that rejoin is less than `quiet` old (`metadata.max.age.ms`). The same
+/// snapshot seen again while the assignment still differs means the assignment's own refresh
+/// saw other metadata, as when brokers disagree: metadata flapping between answers costs one
+/// rejoin per answer, and at most one per answer per `quiet` after that, rather than one per
+/// heartbeat; and once the brokers agree, the next rejoin assigns what they agree on.
 pub(super) fn rejoin_for_snapshot(
-    rejoined_for: &mut Option<MetadataSnapshot>,
+    rejoined_for: &mut Option<(MetadataSnapshot, Instant)>,
     assigned: &MetadataSnapshot,
     now: &MetadataSnapshot,
+    at: Instant,
+    quiet: Duration,
 ) -> bool {
-    if !snapshot_changed(assigned, now) || rejoined_for.as_ref() == Some(now) {
+    if !snapshot_changed(assigned, now) {
         return false;
     }
-    *rejoined_for = Some(now.clone());
+    if let Some((last, when)) = rejoined_for {
+        if last == now && at < *when + quiet {
+            return false;
+        }
+    }
+    *rejoined_for = Some((now.clone(), at));
     true
 }
 
@@ -247,9 +285,14 @@ impl Member {
                 Err(_) => {}
             }
         }
-        let now = metadata_snapshot(&self.cluster, &topics);
+        let now = metadata_snapshot(
+            &self.cluster,
+            &topics,
+            &mut self.partitions_seen.lock().unwrap(),
+        );
+        let quiet = Duration::from_millis(self.cluster.config().metadata_max_age_ms);
         let mut rejoined_for = self.rejoined_for.lock().unwrap();
-        if rejoin_for_snapshot(&mut rejoined_for, &assigned, &now) {
+        if rejoin_for_snapshot(&mut rejoined_for, &assigned, &now, Instant::now(), quiet) {
             tracing::debug!(
                 "group {}: subscribed topics changed ({assigned:?} -> {now:?}): rejoining",
                 self.settings.group_id
@@ -500,7 +543,11 @@ impl Member {
         topics.sort();
         topics.dedup();
         self.cluster.refresh_metadata(&topics).await?;
-        let snapshot = metadata_snapshot(&self.cluster, &topics);
+        let snapshot = metadata_snapshot(
+            &self.cluster,
+            &topics,
+            &mut self.partitions_seen.lock().unwrap(),
+        );
         let counts: BTreeMap<String, i32> = snapshot
             .iter()
             .filter_map(|(t, layout)| Some((t.clone(), layout.as_ref()?.partitions)))
