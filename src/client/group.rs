@@ -620,6 +620,15 @@ mod tests {
             at(303_000),
             quiet
         ));
+        // A `metadata.max.age.ms` too large to add to an instant: quiet for good, no panic.
+        let forever = Duration::from_millis(u64::MAX);
+        assert!(!rejoin_for_snapshot(
+            &mut rf,
+            &assigned,
+            &other,
+            at(900_000),
+            forever
+        ));
     }
 
     /// A stale answer (fewer partitions under a topic id already seen with more) keeps the

@@ -174,7 +174,9 @@ pub(super) fn rejoin_for_snapshot(
         return false;
     }
     if let Some((last, when)) = rejoined_for {
-        if last == now && at < *when + quiet {
+        // A `quiet` too large to add (a huge `metadata.max.age.ms`) never runs out.
+        let quiet_until = when.checked_add(quiet);
+        if last == now && quiet_until.is_none_or(|until| at < until) {
             return false;
         }
     }
