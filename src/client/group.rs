@@ -471,7 +471,10 @@ pub async fn offset_fetch(
 
 #[cfg(test)]
 mod tests {
-    use super::membership::salvage_sync_group_error;
+    use super::membership::{
+        rejoin_for_snapshot, salvage_sync_group_error, snapshot_changed, with_partitions_seen,
+        MetadataSnapshot, TopicLayout,
+    };
     use super::*;
     use bytes::{BufMut, BytesMut};
     use kafka_protocol::protocol::Decodable;
@@ -502,5 +505,151 @@ mod tests {
             assert!(salvage_sync_group_error(&sync_group_body(version, 0), version).is_none());
         }
         assert!(salvage_sync_group_error(&bytes::Bytes::from_static(&[0]), 0).is_none());
+    }
+
+    fn snapshot(topics: &[(&str, Option<(u128, i32)>)]) -> MetadataSnapshot {
+        topics
+            .iter()
+            .map(|(name, layout)| {
+                let layout = layout.map(|(id, partitions)| TopicLayout {
+                    topic_id: uuid::Uuid::from_u128(id),
+                    partitions,
+                });
+                (name.to_string(), layout)
+            })
+            .collect()
+    }
+
+    /// Kafka's ConsumerCoordinator rejoins when the leader's metadata snapshot stops matching
+    /// the assignment's: a topic that appears, disappears, gains partitions or is created
+    /// again (KIP-516: a new topic id under the same name) is a change; the same metadata, or
+    /// fewer partitions under the same topic id (a stale broker: Kafka never shrinks a topic),
+    /// is not.
+    #[test]
+    fn metadata_snapshot_changes_that_rebalance_the_group() {
+        let assigned = snapshot(&[("a", Some((7, 2))), ("b", None)]);
+        let same = assigned.clone();
+        assert!(!snapshot_changed(&assigned, &same));
+        let grown = snapshot(&[("a", Some((7, 4))), ("b", None)]);
+        assert!(snapshot_changed(&assigned, &grown), "gained partitions");
+        let appeared = snapshot(&[("a", Some((7, 2))), ("b", Some((8, 1)))]);
+        assert!(snapshot_changed(&assigned, &appeared), "a topic appeared");
+        let deleted = snapshot(&[("a", None), ("b", None)]);
+        assert!(snapshot_changed(&assigned, &deleted), "a topic disappeared");
+        let reborn = snapshot(&[("a", Some((9, 2))), ("b", None)]);
+        assert!(
+            snapshot_changed(&assigned, &reborn),
+            "created again, same count"
+        );
+        let stale = snapshot(&[("a", Some((7, 1))), ("b", None)]);
+        assert!(
+            !snapshot_changed(&assigned, &stale),
+            "fewer under the same id"
+        );
+        // Without topic ids (nil) a smaller count may be a smaller re-creation: a change.
+        let no_ids = snapshot(&[("a", Some((0, 2))), ("b", None)]);
+        let no_ids_smaller = snapshot(&[("a", Some((0, 1))), ("b", None)]);
+        assert!(snapshot_changed(&no_ids, &no_ids_smaller));
+        assert!(
+            !snapshot_changed(&no_ids, &same),
+            "an id learnt is not a change"
+        );
+    }
+
+    /// One rejoin per changed snapshot: metadata flapping between the assignment's view and
+    /// another answer rejoins once for that answer, not at every refresh, and once more per
+    /// `metadata.max.age.ms` while it goes on (so the group converges when the brokers agree);
+    /// a different change (or the same one after another) rejoins at once.
+    #[test]
+    fn flapping_metadata_rejoins_once_per_changed_snapshot() {
+        let assigned = snapshot(&[("a", Some((7, 2)))]);
+        let other = snapshot(&[("a", None)]);
+        let grown = snapshot(&[("a", Some((7, 4)))]);
+        let quiet = Duration::from_millis(300_000);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut rf = None;
+        assert!(!rejoin_for_snapshot(
+            &mut rf,
+            &assigned,
+            &assigned,
+            at(0),
+            quiet
+        ));
+        assert!(rejoin_for_snapshot(
+            &mut rf,
+            &assigned,
+            &other,
+            at(0),
+            quiet
+        ));
+        // The rejoin's assignment saw the old answer again; the flap goes on, one heartbeat
+        // (3 s) after another, for almost `quiet`.
+        for beat in 1..100 {
+            let t = at(beat * 3_000);
+            assert!(!rejoin_for_snapshot(
+                &mut rf, &assigned, &assigned, t, quiet
+            ));
+            assert!(!rejoin_for_snapshot(&mut rf, &assigned, &other, t, quiet));
+        }
+        assert!(rejoin_for_snapshot(
+            &mut rf,
+            &assigned,
+            &other,
+            at(300_000),
+            quiet
+        ));
+        assert!(!rejoin_for_snapshot(
+            &mut rf,
+            &assigned,
+            &other,
+            at(303_000),
+            quiet
+        ));
+        assert!(rejoin_for_snapshot(
+            &mut rf,
+            &assigned,
+            &grown,
+            at(303_000),
+            quiet
+        ));
+        assert!(rejoin_for_snapshot(
+            &mut rf,
+            &assigned,
+            &other,
+            at(303_000),
+            quiet
+        ));
+        // A `metadata.max.age.ms` too large to add to an instant: quiet for good, no panic.
+        let forever = Duration::from_millis(u64::MAX);
+        assert!(!rejoin_for_snapshot(
+            &mut rf,
+            &assigned,
+            &other,
+            at(900_000),
+            forever
+        ));
+    }
+
+    /// A stale answer (fewer partitions under a topic id already seen with more) keeps the
+    /// most seen, for the change check and for the leader's assignment alike; a new id starts
+    /// afresh, and ids no longer subscribed are forgotten.
+    #[test]
+    fn partition_counts_never_go_back_under_one_topic_id() {
+        let mut seen = BTreeMap::new();
+        let grown = with_partitions_seen(snapshot(&[("a", Some((7, 4)))]), &mut seen);
+        assert_eq!(grown, snapshot(&[("a", Some((7, 4)))]));
+        let stale = with_partitions_seen(snapshot(&[("a", Some((7, 2)))]), &mut seen);
+        assert_eq!(stale, grown, "a stale broker's count does not win");
+        let reborn = with_partitions_seen(snapshot(&[("a", Some((9, 2)))]), &mut seen);
+        assert_eq!(
+            reborn,
+            snapshot(&[("a", Some((9, 2)))]),
+            "a new id starts afresh"
+        );
+        assert_eq!(seen.len(), 1, "the old id is forgotten");
+        let no_ids = with_partitions_seen(snapshot(&[("b", Some((0, 3)))]), &mut seen);
+        assert_eq!(no_ids, snapshot(&[("b", Some((0, 3)))]));
+        assert!(seen.is_empty());
     }
 }

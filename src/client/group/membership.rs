@@ -49,6 +49,8 @@ pub fn spawn_membership(
         settings,
         shared: shared.clone(),
         assigned_metadata: Mutex::new(None),
+        rejoined_for: Mutex::new(None),
+        partitions_seen: Mutex::new(BTreeMap::new()),
     };
     let handle = tokio::spawn(member.run());
     (shared, handle)
@@ -67,23 +69,119 @@ struct Member {
     cluster: Cluster,
     settings: GroupSettings,
     shared: Arc<GroupShared>,
-    /// As the group's leader: the partition count (0: missing) of every topic some member
-    /// subscribes to, as the assignment of the current generation saw it. None when not the
-    /// leader (only the leader assigns, so only its view of the metadata matters).
-    assigned_metadata: Mutex<Option<BTreeMap<String, i32>>>,
+    /// As the group's leader: the snapshot of every topic some member subscribes to, as the
+    /// assignment of the current generation saw it. None when not the leader (only the
+    /// leader assigns, so only its view of the metadata matters).
+    assigned_metadata: Mutex<Option<MetadataSnapshot>>,
+    /// The last snapshot that made this member rejoin, and when: see [`rejoin_for_snapshot`].
+    rejoined_for: Mutex<Option<(MetadataSnapshot, Instant)>>,
+    /// The most partitions seen per topic id of the subscribed topics: see
+    /// [`metadata_snapshot`].
+    partitions_seen: Mutex<BTreeMap<uuid::Uuid, i32>>,
 }
 
-/// Partition counts of `topics` in `cluster`'s metadata cache; 0 for a topic it does not know.
-fn partition_counts(cluster: &Cluster, topics: &[String]) -> BTreeMap<String, i32> {
-    topics
+/// One subscribed topic as the metadata shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct TopicLayout {
+    /// KIP-516 topic id; nil from a broker that does not send one.
+    pub(super) topic_id: uuid::Uuid,
+    pub(super) partitions: i32,
+}
+
+/// Per subscribed topic, its layout; None for a topic the metadata does not know.
+pub(super) type MetadataSnapshot = BTreeMap<String, Option<TopicLayout>>;
+
+/// The snapshot of `topics` in `cluster`'s metadata cache, through [`with_partitions_seen`].
+fn metadata_snapshot(
+    cluster: &Cluster,
+    topics: &[String],
+    seen: &mut BTreeMap<uuid::Uuid, i32>,
+) -> MetadataSnapshot {
+    let cached: MetadataSnapshot = topics
         .iter()
         .map(|t| {
-            (
-                t.clone(),
-                cluster.topic(t).map_or(0, |m| m.partition_count()),
-            )
+            let layout = cluster.topic(t).map(|m| TopicLayout {
+                topic_id: m.topic_id,
+                partitions: m.partition_count(),
+            });
+            (t.clone(), layout)
         })
-        .collect()
+        .collect();
+    with_partitions_seen(cached, seen)
+}
+
+/// Kafka never takes partitions away from a topic, so each topic id of `snapshot` gets at
+/// least the partitions `seen` records for it, and `seen` learns the rest: a broker that has
+/// not heard of a CreatePartitions yet neither triggers a rejoin nor makes the leader assign
+/// fewer partitions than it already saw. `seen` keeps only the ids of this snapshot, so it is
+/// as small as the subscription.
+pub(super) fn with_partitions_seen(
+    mut snapshot: MetadataSnapshot,
+    seen: &mut BTreeMap<uuid::Uuid, i32>,
+) -> MetadataSnapshot {
+    for layout in snapshot.values_mut().flatten() {
+        if !layout.topic_id.is_nil() {
+            let most = seen.entry(layout.topic_id).or_insert(layout.partitions);
+            *most = (*most).max(layout.partitions);
+            layout.partitions = *most;
+        }
+    }
+    seen.retain(|id, _| snapshot.values().flatten().any(|l| l.topic_id == *id));
+    snapshot
+}
+
+/// Whether the topics of `now` differ from those the assignment saw (`assigned`, over the same
+/// topic names): a topic appeared or disappeared, was created again (a new topic id) or gained
+/// partitions. Kafka never takes partitions away from a topic, so fewer partitions under the
+/// same topic id is a broker's stale answer, not a change; without ids (nil) a re-creation
+/// cannot be told from staleness, and any other count counts as a change.
+pub(super) fn snapshot_changed(assigned: &MetadataSnapshot, now: &MetadataSnapshot) -> bool {
+    assigned.iter().any(|(topic, before)| {
+        let after = now.get(topic).copied().flatten();
+        match (before, after) {
+            (None, None) => false,
+            (None, Some(_)) | (Some(_), None) => true,
+            (Some(before), Some(after)) => {
+                let ids_known = !before.topic_id.is_nil() && !after.topic_id.is_nil();
+                if ids_known && before.topic_id != after.topic_id {
+                    return true;
+                }
+                if ids_known {
+                    after.partitions > before.partitions
+                } else {
+                    after.partitions != before.partitions
+                }
+            }
+        }
+    })
+}
+
+/// One rejoin per changed snapshot: true when `now` differs from the assignment's snapshot,
+/// unless `now` is the snapshot the previous metadata-driven rejoin was for (`rejoined_for`,
+/// updated here) and that rejoin is less than `quiet` old (`metadata.max.age.ms`). The same
+/// snapshot seen again while the assignment still differs means the assignment's own refresh
+/// saw other metadata, as when brokers disagree: metadata flapping between answers costs one
+/// rejoin per answer, and at most one per answer per `quiet` after that, rather than one per
+/// heartbeat; and once the brokers agree, the next rejoin assigns what they agree on.
+pub(super) fn rejoin_for_snapshot(
+    rejoined_for: &mut Option<(MetadataSnapshot, Instant)>,
+    assigned: &MetadataSnapshot,
+    now: &MetadataSnapshot,
+    at: Instant,
+    quiet: Duration,
+) -> bool {
+    if !snapshot_changed(assigned, now) {
+        return false;
+    }
+    if let Some((last, when)) = rejoined_for {
+        // A `quiet` too large to add (a huge `metadata.max.age.ms`) never runs out.
+        let quiet_until = when.checked_add(quiet);
+        if last == now && quiet_until.is_none_or(|until| at < until) {
+            return false;
+        }
+    }
+    *rejoined_for = Some((now.clone(), at));
+    true
 }
 
 impl Member {
@@ -165,19 +263,21 @@ impl Member {
         }
     }
 
-    /// As the leader: whether a topic some member subscribes to was created, deleted or gained
-    /// partitions since the current assignment was made, so the group must rebalance (as
-    /// Kafka's ConsumerCoordinator does when its metadata snapshot stops matching the
-    /// assignment's). Missing topics are looked up at every heartbeat (a topic the group waits
-    /// for, e.g. re-created after data loss, is picked up promptly); otherwise the cache is
-    /// refreshed once it is older than `metadata.max.age.ms`. The lookup takes at most
-    /// `bound`, so heartbeats keep their pace.
+    /// As the leader: whether a topic some member subscribes to was created, deleted, created
+    /// again (a new topic id) or gained partitions since the current assignment was made, so
+    /// the group must rebalance (as Kafka's ConsumerCoordinator does when its metadata
+    /// snapshot stops matching the assignment's; see [`snapshot_changed`] and, for flapping
+    /// metadata, [`rejoin_for_snapshot`]). It compares the metadata cache, which every refresh
+    /// of this client updates (the consumer's own on errors, this task's); missing topics are
+    /// looked up at every heartbeat (a topic the group waits for, e.g. re-created after data
+    /// loss, is picked up promptly), otherwise the cache is refreshed once it is older than
+    /// `metadata.max.age.ms`. The lookup takes at most `bound`, so heartbeats keep their pace.
     async fn assigned_metadata_changed(&self, bound: Duration) -> bool {
         let Some(assigned) = self.assigned_metadata.lock().unwrap().clone() else {
             return false;
         };
         let topics: Vec<String> = assigned.keys().cloned().collect();
-        if assigned.values().any(|&count| count == 0) || self.cluster.metadata_is_stale() {
+        if assigned.values().any(Option::is_none) || self.cluster.metadata_is_stale() {
             match tokio::time::timeout(bound, self.cluster.refresh_metadata(&topics)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(
@@ -187,8 +287,14 @@ impl Member {
                 Err(_) => {}
             }
         }
-        let now = partition_counts(&self.cluster, &topics);
-        if now != assigned {
+        let now = metadata_snapshot(
+            &self.cluster,
+            &topics,
+            &mut self.partitions_seen.lock().unwrap(),
+        );
+        let quiet = Duration::from_millis(self.cluster.config().metadata_max_age_ms);
+        let mut rejoined_for = self.rejoined_for.lock().unwrap();
+        if rejoin_for_snapshot(&mut rejoined_for, &assigned, &now, Instant::now(), quiet) {
             tracing::debug!(
                 "group {}: subscribed topics changed ({assigned:?} -> {now:?}): rejoining",
                 self.settings.group_id
@@ -439,9 +545,17 @@ impl Member {
         topics.sort();
         topics.dedup();
         self.cluster.refresh_metadata(&topics).await?;
-        let counts = partition_counts(&self.cluster, &topics);
-        *self.assigned_metadata.lock().unwrap() = Some(counts.clone());
-        let counts: BTreeMap<String, i32> = counts.into_iter().filter(|(_, n)| *n > 0).collect();
+        let snapshot = metadata_snapshot(
+            &self.cluster,
+            &topics,
+            &mut self.partitions_seen.lock().unwrap(),
+        );
+        let counts: BTreeMap<String, i32> = snapshot
+            .iter()
+            .filter_map(|(t, layout)| Some((t.clone(), layout.as_ref()?.partitions)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        *self.assigned_metadata.lock().unwrap() = Some(snapshot);
         let plan = assign(strategy, &members, &counts);
         plan.into_iter()
             .map(|(member_id, partitions)| {
