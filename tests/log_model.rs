@@ -179,9 +179,6 @@ fn open(disk: &SimDisk, config: &LogConfig, now: i64) -> PartitionLog {
     PartitionLog::open(Arc::new(disk.clone()), DIR, config.clone(), now).unwrap()
 }
 
-/// After a restart: every batch below `durable` (claimed before the crash) is the one the
-/// model holds; every other recovered batch was appended at that offset at some time (an
-/// unsynced truncation may be undone); offsets are contiguous. The model adopts the result.
 /// A batch's bytes as far as the log can vouch for them: the partition leader epoch (bytes
 /// 12..16) is outside the CRC, and neither Kafka nor Karst checks it when recovering or reading,
 /// so a flipped byte there is a batch that survives corruption unnoticed, as in Kafka.
@@ -193,6 +190,9 @@ fn identity(batch: &[u8]) -> Vec<u8> {
     bytes
 }
 
+/// After a restart: every batch below `durable` (claimed before the crash) is the one the
+/// model holds; every other recovered batch was appended at that offset at some time (an
+/// unsynced truncation may be undone); offsets are contiguous. The model adopts the result.
 fn check_recovered(log: &PartitionLog, model: &mut Model, durable: i64) {
     let end = log.log_end_offset();
     assert!(

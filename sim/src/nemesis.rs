@@ -437,8 +437,10 @@ pub struct Step {
 }
 
 impl NemesisPlan {
-    /// Starts and ends merged in time order (an end before a start at the same instant, so a
-    /// node restarted at t can be crashed again at t).
+    /// Starts and ends merged in time order (an end before a start at the same instant). The
+    /// planner keeps a node's process faults at least 1 ms apart, so a node restarted at t is
+    /// faulted again at t + 1 at the earliest, after its restart's recovery: the simulated node
+    /// recovers without simulated time passing.
     pub fn steps(&self) -> Vec<Step> {
         let mut steps = Vec::with_capacity(self.faults.len() * 2);
         for (i, fault) in self.faults.iter().enumerate() {

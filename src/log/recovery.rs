@@ -104,7 +104,10 @@ impl PartitionLog {
             segments.insert(base, Segment::create(&*storage, dir, base, now)?);
             dirty_dirs.insert(dir.to_string());
         }
-        if created {
+        if created || !clean {
+            // A new directory's name; after a kill, maybe one never synced (the node died
+            // between creating the log and its first sync job). Recovery's first sync job,
+            // which the broker runs before it serves, syncs the parent.
             dirty_dirs.insert(parent(dir).to_string());
         }
         let first_base = *segments.keys().next().expect("non-empty");
@@ -174,14 +177,12 @@ impl PartitionLog {
             // the log it replaced), and the names of files created before the kill (a segment
             // rolled just before it: acknowledged appends into it after the restart would
             // vanish with its name at the next power loss; simulator, node seed 286) and of
-            // the log's directory itself. Recovery's first sync job then syncs their data.
-            // Inline: this is startup, not the event loop.
+            // the log's directory itself (its parent: with the first sync job, above).
+            // Recovery's first sync job then syncs their data. Inline: this is startup (or
+            // the creation of a log, which did the same before), not the event loop.
             log.write_checkpoint()?;
             log.checkpoint_file.sync_data()?;
             log.storage.sync_dir(&log.dir)?;
-            if !clean {
-                log.storage.sync_dir(parent(&log.dir))?;
-            }
             log.checkpoint_dirty = false;
             log.checkpoint_slot = 1 - log.checkpoint_slot;
         }

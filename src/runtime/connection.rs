@@ -19,8 +19,9 @@ use crate::protocol::fetch_frame::{self, Frames};
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// A writer flushes once this much is encoded, even if more responses are ready.
 const WRITE_FLUSH_BYTES: usize = 1 << 20;
-/// ... or once this many record sets wait to be written from where they are (one vectored
-/// write takes at most IOV_MAX, 1024, slices: two per record set).
+/// ... or once this many record sets wait to be written from where they are, which keeps most
+/// flushes to one vectored write (the kernel takes at most IOV_MAX, 1024, slices per call, two
+/// per record set; std splits longer lists and `write_frames` writes the rest).
 const WRITE_FLUSH_RECORD_SETS: usize = 256;
 
 /// What the writer is given.
@@ -285,4 +286,91 @@ async fn write_frames<W: AsyncWrite + Unpin>(stream: &mut W, frames: &Frames) ->
         IoSlice::advance_slices(&mut left, written);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// Takes at most `step` bytes per call, vectored or not, as a socket whose send buffer is
+    /// nearly full does.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let n = buf.len().min(this.step);
+            this.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let mut written = 0;
+            for buf in bufs {
+                let n = buf.len().min(this.step - written);
+                this.out.extend_from_slice(&buf[..n]);
+                written += n;
+                if written == this.step {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(written))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Record sets written from where they are arrive whole and in place however the socket
+    /// splits the vectored writes: every write boundary, inside a slice and between slices.
+    #[tokio::test]
+    async fn frames_are_written_whole_through_partial_writes() {
+        let mut frames = Frames::default();
+        frames
+            .inline
+            .extend_from_slice(b"head-of-frame|middle|tail");
+        frames.records.push((
+            5,
+            Bytes::from((0..40_000u32).map(|i| i as u8).collect::<Vec<_>>()),
+        ));
+        frames.records.push((5, Bytes::from(vec![7u8; 3])));
+        frames.records.push((
+            20,
+            Bytes::from((0..20_000u32).map(|i| (i * 3) as u8).collect::<Vec<_>>()),
+        ));
+        let expected = frames.to_vec();
+        assert_eq!(expected.len(), frames.len());
+        for step in [1, 2, 7, 4096, 39_999, 1 << 20] {
+            let mut socket = Trickle {
+                out: Vec::new(),
+                step,
+            };
+            write_frames(&mut socket, &frames).await.unwrap();
+            assert_eq!(socket.out, expected, "step {step}");
+        }
+    }
 }

@@ -277,7 +277,12 @@ impl Member {
             return false;
         };
         let topics: Vec<String> = assigned.keys().cloned().collect();
-        if assigned.values().any(Option::is_none) || self.cluster.metadata_is_stale() {
+        // A topic known with no partitions (cached from an answer that listed none) is looked
+        // up again as eagerly as a missing one.
+        let waiting = assigned
+            .values()
+            .any(|layout| layout.as_ref().is_none_or(|layout| layout.partitions == 0));
+        if waiting || self.cluster.metadata_is_stale() {
             match tokio::time::timeout(bound, self.cluster.refresh_metadata(&topics)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(
