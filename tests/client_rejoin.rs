@@ -57,7 +57,8 @@ fn group_config(bootstrap: &str, group: &str) -> ConsumerConfig {
         session_timeout_ms: 6_000,
         heartbeat_interval_ms: 300,
         max_poll_interval_ms: 15_000,
-        // No commits: where a member starts is decided by the rebalance alone.
+        // No automatic commits: where a member starts is decided by the rebalance alone (and
+        // by the explicit commit of committed_offsets_of_a_deleted_topic_are_not_resumed).
         enable_auto_commit: false,
         ..ConsumerConfig::default()
     }
@@ -223,6 +224,19 @@ async fn group_consumes_partitions_added_by_create_partitions() {
 /// topic (below the old positions) would be skipped for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_consumes_a_topic_deleted_and_created_again() {
+    topic_deleted_and_created_again("g-reborn", "reborn", false).await;
+}
+
+/// The same with the old positions committed before the deletion: DeleteTopics drops the
+/// group's committed offsets of the topic (as Kafka's coordinator does for deleted
+/// partitions), so after the rebalance the member starts the new topic from
+/// `auto.offset.reset` instead of resuming at the old topic's offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_of_a_deleted_topic_are_not_resumed() {
+    topic_deleted_and_created_again("g-reborn-committed", "reborn-committed", true).await;
+}
+
+async fn topic_deleted_and_created_again(group: &str, topic: &str, commit_before_delete: bool) {
     init_logging();
     let mut target = Target::karst();
     if !target.serves_groups().await {
@@ -231,28 +245,31 @@ async fn group_consumes_a_topic_deleted_and_created_again() {
     }
     let bootstrap = target.bootstrap();
     let body = async {
-        target.create_topic("reborn", 2).await;
-        let mut member = Consumer::new(group_config(&bootstrap, "g-reborn"))
+        target.create_topic(topic, 2).await;
+        let mut member = Consumer::new(group_config(&bootstrap, group))
             .await
             .unwrap();
-        member.subscribe(vec!["reborn".to_string()]).await.unwrap();
+        member.subscribe(vec![topic.to_string()]).await.unwrap();
         let mut members = vec![member];
         let old: Vec<String> = values("old-p0-", 10)
             .into_iter()
             .chain(values("old-p1-", 10))
             .collect();
-        produce(&bootstrap, "reborn", Some(0), &old[..10]).await;
-        produce(&bootstrap, "reborn", Some(1), &old[10..]).await;
+        produce(&bootstrap, topic, Some(0), &old[..10]).await;
+        produce(&bootstrap, topic, Some(1), &old[10..]).await;
         consume_all(&mut members, &old, "the first incarnation").await;
+        if commit_before_delete {
+            members[0].commit_sync().await.unwrap();
+        }
 
         // No poll from here until the new records are in: the member's next fetch must find
         // the new topic already holding more records than its old positions.
         let admin = Admin::new(ClientConfig::new(&bootstrap)).await.unwrap();
-        for (topic, result) in admin.delete_topics(&["reborn".to_string()]).await.unwrap() {
+        for (topic, result) in admin.delete_topics(&[topic.to_string()]).await.unwrap() {
             result.unwrap_or_else(|e| panic!("deleting {topic}: {e}"));
         }
         let created = admin
-            .create_topics(&[NewTopic::new("reborn", 2, 1)], false)
+            .create_topics(&[NewTopic::new(topic, 2, 1)], false)
             .await
             .unwrap();
         for (topic, result) in created {
@@ -262,8 +279,8 @@ async fn group_consumes_a_topic_deleted_and_created_again() {
             .into_iter()
             .chain(values("new-p1-", 20))
             .collect();
-        produce(&bootstrap, "reborn", Some(0), &new[..20]).await;
-        produce(&bootstrap, "reborn", Some(1), &new[20..]).await;
+        produce(&bootstrap, topic, Some(0), &new[..20]).await;
+        produce(&bootstrap, topic, Some(1), &new[20..]).await;
         consume_all(&mut members, &new, "the topic created again").await;
         members.pop().unwrap().close().await.unwrap();
     };

@@ -196,6 +196,9 @@ pub enum Input {
         token: PersistToken,
         result: Result<(), PersistError>,
     },
+    /// These topics were deleted (DeleteTopics): their committed offsets go, with tombstones,
+    /// as Kafka's coordinator drops the offsets of deleted partitions.
+    TopicsDeleted { topics: Vec<String> },
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -283,6 +286,11 @@ struct PendingDeleteGroups {
 /// retries) before anything changes; a write nobody waits for is put off (offset expiry
 /// retries at its next check) or skipped (see [`GroupCoordinator::persist_group_metadata`]).
 pub const MAX_PENDING_PERSISTS: usize = 100_000;
+/// Deleted topics whose committed offsets are still to be dropped (waiting for persist room or
+/// for an OffsetCommit in flight); beyond it the oldest deletion is given up (logged).
+pub const MAX_DELETED_TOPICS_PENDING: usize = 10_000;
+/// How soon dropping the offsets of deleted topics is tried again when it could not finish.
+pub(crate) const DELETED_TOPICS_RETRY_MS: Millis = 100;
 
 pub struct GroupCoordinator {
     config: CoordinatorConfig,
@@ -298,6 +306,10 @@ pub struct GroupCoordinator {
     max_pending_persists: usize,
     /// Fire-and-forget metadata writes skipped because `pending` was full.
     skipped_metadata_writes: u64,
+    /// Deleted topic -> when it was deleted: offsets committed until then are dropped.
+    deleted_topics: BTreeMap<String, Millis>,
+    /// When to try again to drop the offsets of `deleted_topics`.
+    deleted_topics_retry_ms: Option<Millis>,
 }
 
 impl GroupCoordinator {
@@ -315,6 +327,8 @@ impl GroupCoordinator {
             next_retention_check_ms: None,
             max_pending_persists: MAX_PENDING_PERSISTS,
             skipped_metadata_writes: 0,
+            deleted_topics: BTreeMap::new(),
+            deleted_topics_retry_ms: None,
         }
     }
 
@@ -437,6 +451,7 @@ impl GroupCoordinator {
             Input::PersistCompleted { token, result } => {
                 self.persist_completed(now, token, result, effects)
             }
+            Input::TopicsDeleted { topics } => self.topics_deleted(now, topics, effects),
         }
     }
 
@@ -445,7 +460,10 @@ impl GroupCoordinator {
     /// retention check.
     pub fn next_deadline(&self) -> Option<Millis> {
         let groups = self.groups.values().filter_map(|g| g.next_deadline());
-        groups.chain(self.next_retention_check_ms).min()
+        groups
+            .chain(self.next_retention_check_ms)
+            .chain(self.deleted_topics_retry_ms)
+            .min()
     }
 
     /// Checks the coordinator's invariants; panics on a violation (a programmer error).
@@ -473,6 +491,12 @@ impl GroupCoordinator {
             }
         }
         assert!(self.pending.len() <= self.max_pending_persists);
+        assert!(self.deleted_topics.len() <= MAX_DELETED_TOPICS_PENDING);
+        assert_eq!(
+            self.deleted_topics.is_empty(),
+            self.deleted_topics_retry_ms.is_none(),
+            "a deleted topic's offsets are retried until dropped"
+        );
     }
 
     /// Read access for tests and the CLI: the group's state name, if the group exists.

@@ -41,8 +41,20 @@ impl Node {
     ) {
         if !super::routes_to_coordinator(request.api_key) {
             // The data path goes straight through, without unboxing the request.
+            let api_key = request.api_key;
+            let first = effects.len();
             self.broker
                 .step(now, Input::Request { id, request }, effects);
+            if api_key == kafka_protocol::messages::ApiKey::DeleteTopics {
+                let topics = deleted_topics(&effects[first..]);
+                if !topics.is_empty() {
+                    self.drive_coordinator(
+                        now,
+                        coordinator::Input::TopicsDeleted { topics },
+                        effects,
+                    );
+                }
+            }
             return;
         }
         let DecodedRequest {
@@ -491,6 +503,23 @@ fn decode_chunk(partition: i32, chunk: Bytes, records: &mut Vec<PersistedRecord>
         }
         position = end;
     }
+}
+
+/// The topics a DeleteTopics answer among `effects` reports deleted.
+fn deleted_topics(effects: &[Effect]) -> Vec<String> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Respond { response, .. } => match &**response {
+                ResponseKind::DeleteTopics(answer) => Some(answer),
+                _ => None,
+            },
+            _ => None,
+        })
+        .flat_map(|answer| &answer.responses)
+        .filter(|topic| topic.error_code == error::NONE)
+        .filter_map(|topic| topic.name.as_ref().map(|name| name.to_string()))
+        .collect()
 }
 
 fn persist_error(err: InternalLogError) -> PersistError {

@@ -12,7 +12,8 @@
 //!   broker's `Effect::Respond` for the request's `RequestId`, so the runtime writes them in
 //!   the connection's request order however late they come (a JoinGroup waits for its join
 //!   phase while later requests of other connections are answered).
-//! - Everything else goes to the broker.
+//! - Everything else goes to the broker. The topics a DeleteTopics answer reports deleted are
+//!   then given to the coordinator, which drops their committed offsets (as Kafka does).
 //! - The coordinator's `Persist` effects are appended to `__consumer_offsets-<partition>`
 //!   through [`Broker::append_internal`] (same log, same sync effects as a produce), and
 //!   `PersistCompleted` is delivered, in order per partition, once the partition's high

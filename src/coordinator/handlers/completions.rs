@@ -1,8 +1,10 @@
-//! Persist completions and timers (session, rebalance and KIP-394 expiry, offset retention).
+//! Persist completions and timers (session, rebalance and KIP-394 expiry, offset retention),
+//! and the offsets of deleted topics.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
+use crate::coordinator::{DELETED_TOPICS_RETRY_MS, MAX_DELETED_TOPICS_PENDING};
 
 impl GroupCoordinator {
     // ---- Persist completions ---------------------------------------------------------------
@@ -250,6 +252,9 @@ impl GroupCoordinator {
             }
             self.maybe_complete_join(now, &id, effects);
         }
+        if self.deleted_topics_retry_ms.is_some_and(|t| now >= t) {
+            self.drop_deleted_topic_offsets(now, effects);
+        }
         if self.next_retention_check_ms.is_some_and(|t| now >= t) {
             self.expire_offsets(now, effects);
             self.next_retention_check_ms =
@@ -340,6 +345,94 @@ impl GroupCoordinator {
             if !records.is_empty() {
                 self.persist(partition, records, Completion::Nothing, effects);
             }
+        }
+    }
+
+    /// DeleteTopics removed `topics`: their committed offsets go from every group, each with
+    /// its tombstone, as Kafka's coordinator does for deleted partitions. Otherwise a group
+    /// that committed on a topic deleted and created again under the same name would resume
+    /// the new topic at the old topic's offsets and skip its first records.
+    pub(in crate::coordinator) fn topics_deleted(
+        &mut self,
+        now: Millis,
+        topics: Vec<String>,
+        effects: &mut Vec<Effect>,
+    ) {
+        for topic in topics {
+            self.deleted_topics.insert(topic, now);
+        }
+        while self.deleted_topics.len() > MAX_DELETED_TOPICS_PENDING {
+            let (topic, _) = self.deleted_topics.pop_first().expect("non-empty");
+            tracing::warn!(
+                topic,
+                "too many deleted topics pending: keeping its offsets"
+            );
+        }
+        self.drop_deleted_topic_offsets(now, effects);
+    }
+
+    /// Drops the offsets of `deleted_topics` committed until their deletion (a commit after
+    /// it belongs to a topic created again). An offset with an OffsetCommit in flight, or a
+    /// group without persist room, is left for the next try, `DELETED_TOPICS_RETRY_MS` later:
+    /// nothing leaves memory without its tombstone, and no tombstone is written ahead of a
+    /// commit that lands after it.
+    pub(super) fn drop_deleted_topic_offsets(&mut self, now: Millis, effects: &mut Vec<Effect>) {
+        let mut committing_by_group = self.offsets_committing();
+        let mut unfinished = false;
+        let ids: Vec<String> = self.groups.keys().cloned().collect();
+        for id in ids {
+            let committing = committing_by_group.remove(&id).unwrap_or_default();
+            if committing
+                .iter()
+                .any(|(topic, _)| self.deleted_topics.contains_key(topic))
+            {
+                // Its record lands before any tombstone written now: try again after it.
+                unfinished = true;
+            }
+            let group = self.groups.get(&id).expect("group");
+            let doomed: Vec<(String, i32)> = group
+                .offsets
+                .iter()
+                .filter(|(k, v)| {
+                    !committing.contains(*k)
+                        && self
+                            .deleted_topics
+                            .get(&k.0)
+                            .is_some_and(|deleted_ms| v.commit_timestamp_ms <= *deleted_ms)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            if doomed.is_empty() {
+                continue;
+            }
+            if !self.has_persist_room(1) {
+                unfinished = true;
+                continue;
+            }
+            let group = self.groups.get_mut(&id).expect("group");
+            let mut records = Vec::with_capacity(doomed.len());
+            for key in doomed {
+                group.offsets.remove(&key);
+                records.push(
+                    Record::Offset {
+                        key: OffsetKey {
+                            group_id: id.clone(),
+                            topic: key.0,
+                            partition: key.1,
+                        },
+                        value: None,
+                    }
+                    .encode(),
+                );
+            }
+            let partition = group.partition;
+            self.persist(partition, records, Completion::Nothing, effects);
+        }
+        if unfinished {
+            self.deleted_topics_retry_ms = Some(now + DELETED_TOPICS_RETRY_MS);
+        } else {
+            self.deleted_topics.clear();
+            self.deleted_topics_retry_ms = None;
         }
     }
 

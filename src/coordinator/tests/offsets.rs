@@ -430,3 +430,65 @@ fn delete_groups_waits_for_a_commit_in_flight() {
     assert_eq!(fresh.group_state(GROUP), None);
     assert_eq!(fresh.committed_offset(GROUP, TOPIC, 0), None);
 }
+
+/// DeleteTopics drops the committed offsets of the deleted topics from every group, with
+/// tombstones (Kafka's GroupCoordinator.onPartitionsDeleted), and leaves other topics' offsets
+/// alone; a reload of what was written agrees. An offset whose OffsetCommit is still being
+/// written is dropped at a retry once the commit is durable (its record precedes the
+/// tombstone), and a commit made after the deletion, for a topic created again under the same
+/// name, stays.
+#[test]
+fn deleted_topics_lose_their_committed_offsets() {
+    let mut h = Harness::new(config());
+    let (_, e) = h.request(9, commit("", -1, 0, 5));
+    h.complete_all(&e);
+    let GroupRequest::OffsetCommit(mut other) = commit("", -1, 3, 9) else {
+        unreachable!()
+    };
+    other.topics[0].name = TopicName(s("other"));
+    let (_, e) = h.request(9, GroupRequest::OffsetCommit(other));
+    h.complete_all(&e);
+    let (_, in_flight) = h.request(9, commit("", -1, 1, 7));
+
+    let e = h.step(Input::TopicsDeleted {
+        topics: vec![TOPIC.to_string()],
+    });
+    assert_eq!(h.c.committed_offset(GROUP, TOPIC, 0), None);
+    assert_eq!(h.c.committed_offset(GROUP, "other", 3), Some(9));
+    let written = persists(&e);
+    assert_eq!(written.len(), 1);
+    let Effect::Persist { records, .. } = written[0] else {
+        unreachable!()
+    };
+    let decoded: Vec<Record> = records.iter().map(|r| Record::decode(r).unwrap()).collect();
+    assert!(
+        matches!(&decoded[..], [Record::Offset { key, value: None }] if key.topic == TOPIC && key.partition == 0),
+        "{decoded:?}"
+    );
+    h.complete_all(&e);
+
+    // The commit in flight lands, then the retry drops it too.
+    let done = h.complete_all(&in_flight);
+    assert_eq!(error_of(only_response(&done)), NONE);
+    assert_eq!(h.c.committed_offset(GROUP, TOPIC, 1), Some(7));
+    let e = h.advance(100);
+    assert_eq!(h.c.committed_offset(GROUP, TOPIC, 1), None);
+    h.complete_all(&e);
+    assert!(
+        h.c.next_deadline().is_none_or(|t| t > h.now + 1_000),
+        "nothing left to retry"
+    );
+
+    // The topic exists again: new commits stay.
+    h.advance(1);
+    let (_, e) = h.request(9, commit("", -1, 0, 1));
+    h.complete_all(&e);
+    assert_eq!(h.c.committed_offset(GROUP, TOPIC, 0), Some(1));
+
+    let partition = partition_for_group(GROUP, 50);
+    let mut fresh = GroupCoordinator::new(config());
+    fresh.load(0, partition, &h.persisted_on(partition));
+    assert_eq!(fresh.committed_offset(GROUP, TOPIC, 0), Some(1));
+    assert_eq!(fresh.committed_offset(GROUP, TOPIC, 1), None);
+    assert_eq!(fresh.committed_offset(GROUP, "other", 3), Some(9));
+}
