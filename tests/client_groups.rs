@@ -22,7 +22,7 @@ use karst::client::{
     ProducerConfig, ProducerRecord, TopicPartition,
 };
 
-use client_support::Target;
+use client_support::{init_logging, value, Target};
 
 /// Every test body finishes well within this, or fails.
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
@@ -78,18 +78,6 @@ async fn produce(bootstrap: &str, topic: &str, range: std::ops::Range<usize>, ke
         r.await.expect("acknowledged");
     }
     producer.close().await;
-}
-
-fn value(r: &ConsumerRecord) -> String {
-    String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()
-}
-
-/// `RUST_LOG=karst=debug` shows the client's protocol decisions when a test fails.
-fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
 }
 
 /// Runs a body against a karst node and against the mock cluster, as two tests.

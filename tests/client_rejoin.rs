@@ -21,11 +21,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use karst::client::{
-    Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, NewTopic, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord,
+    Admin, ClientConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord,
 };
 
-use client_support::Target;
+use client_support::{init_logging, value, Target};
 
 /// Every test body finishes well within this, or fails.
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
@@ -34,13 +34,6 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(30);
 /// `metadata.max.age.ms` of the members: low, so the leader's periodic refresh comes soon.
 const METADATA_MAX_AGE_MS: u64 = 500;
-
-fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
 
 fn group_config(bootstrap: &str, group: &str) -> ConsumerConfig {
     ConsumerConfig {
@@ -88,10 +81,6 @@ async fn produce(bootstrap: &str, topic: &str, partition: Option<i32>, values: &
         r.await.expect("acknowledged");
     }
     producer.close().await;
-}
-
-fn value(r: &ConsumerRecord) -> String {
-    String::from_utf8(r.value.clone().unwrap_or_default().to_vec()).unwrap()
 }
 
 fn values(prefix: &str, n: usize) -> Vec<String> {

@@ -478,4 +478,4 @@ pub fn split_host_port(address: &str) -> anyhow::Result<(String, i32)> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -115,37 +115,19 @@ impl Harness {
     /// would; returns their logs and the other effects, including those the completions
     /// caused.
     fn complete_syncs(&mut self, effects: Vec<Effect>) -> (Vec<LogId>, Vec<Effect>) {
-        let mut syncs = Vec::new();
-        let mut others = Vec::new();
-        let mut pending = effects;
-        // Each completion retires a job, and no completion hands out more than one per log.
-        for _ in 0..100 {
-            if pending.is_empty() {
-                break;
-            }
-            let mut next = Vec::new();
-            for effect in pending {
-                match effect {
-                    Effect::Sync { log, job } => {
-                        syncs.push(log);
-                        let up_to_offset = job.up_to_offset;
-                        job.run().unwrap();
-                        next.extend(self.step(
-                            NOW,
-                            Input::SyncCompleted {
-                                log,
-                                up_to_offset,
-                                result: Ok(()),
-                            },
-                        ));
-                    }
-                    other => others.push(other),
+        use crate::broker::tests::{complete_syncs, SyncOr};
+        complete_syncs(
+            effects,
+            |effect| match effect {
+                Effect::Sync { log, job } => {
+                    let up_to_offset = job.up_to_offset;
+                    job.run().unwrap();
+                    SyncOr::Sync(log, up_to_offset)
                 }
-            }
-            pending = next;
-        }
-        assert!(pending.is_empty(), "syncs kept coming: {pending:?}");
-        (syncs, others)
+                other => SyncOr::Other(other),
+            },
+            |input| self.step(NOW, input),
+        )
     }
 
     /// A simple-consumer commit (generation -1, no member), as admin tools send.

@@ -381,3 +381,16 @@ impl Target {
             .all(|k| conn.api_versions().contains_key(k))
     }
 }
+
+/// `RUST_LOG=karst=debug` shows the client's protocol decisions when a test fails.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A record's value as text (tests write UTF-8 values; a missing value reads as "").
+pub fn value(r: &karst::client::ConsumerRecord) -> String {
+    String::from_utf8(r.value.clone().unwrap_or_default().to_vec()).unwrap()
+}

@@ -126,31 +126,59 @@ impl Harness {
     /// Completes the sync jobs among `effects` as the runtime would (successfully) and returns
     /// their logs and the other effects, including those the completions caused.
     fn complete_syncs(&mut self, effects: Vec<Seen>) -> (Vec<LogId>, Vec<Seen>) {
-        let mut syncs = Vec::new();
-        let mut others = Vec::new();
-        let mut pending = effects;
-        while !pending.is_empty() {
-            let mut next = Vec::new();
-            for effect in pending {
-                match effect {
-                    Seen::Sync(log, up_to_offset) => {
-                        syncs.push(log);
-                        next.extend(self.step(
-                            NOW,
-                            Input::SyncCompleted {
-                                log,
-                                up_to_offset,
-                                result: Ok(()),
-                            },
-                        ));
-                    }
-                    other => others.push(other),
-                }
-            }
-            pending = next;
-        }
-        (syncs, others)
+        complete_syncs(
+            effects,
+            |effect| match effect {
+                Seen::Sync(log, up_to_offset) => SyncOr::Sync(log, up_to_offset),
+                other => SyncOr::Other(other),
+            },
+            |input| self.step(NOW, input),
+        )
     }
+}
+
+/// What [`complete_syncs`] is told about one effect.
+pub(crate) enum SyncOr<E> {
+    /// A sync of this log up to this offset (its job already run, if the test keeps bytes).
+    Sync(LogId, i64),
+    Other(E),
+}
+
+/// Completes sync effects as the runtime would, round after round (a completion may hand out
+/// the next job), and returns the synced logs and every other effect. `take_sync` tells a
+/// sync effect (running its job, if the test keeps real bytes) from the others; `step` feeds
+/// the `Input::SyncCompleted`. Shared by the broker's and the node's test harnesses.
+pub(crate) fn complete_syncs<E: std::fmt::Debug>(
+    effects: Vec<E>,
+    mut take_sync: impl FnMut(E) -> SyncOr<E>,
+    mut step: impl FnMut(Input) -> Vec<E>,
+) -> (Vec<LogId>, Vec<E>) {
+    let mut syncs = Vec::new();
+    let mut others = Vec::new();
+    let mut pending = effects;
+    // Each completion retires a job, and no completion hands out more than one per log.
+    for _ in 0..100 {
+        if pending.is_empty() {
+            break;
+        }
+        let mut next = Vec::new();
+        for effect in pending {
+            match take_sync(effect) {
+                SyncOr::Sync(log, up_to_offset) => {
+                    syncs.push(log);
+                    next.extend(step(Input::SyncCompleted {
+                        log,
+                        up_to_offset,
+                        result: Ok(()),
+                    }));
+                }
+                SyncOr::Other(other) => others.push(other),
+            }
+        }
+        pending = next;
+    }
+    assert!(pending.is_empty(), "syncs kept coming: {pending:?}");
+    (syncs, others)
 }
 
 /// The correlation id the harness sends with request `id`.
