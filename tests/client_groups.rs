@@ -892,45 +892,6 @@ async fn sync_group_error_with_null_assignment_against_librdkafka_mock() {
         .expect("test timed out");
 }
 
-/// The leader notices a subscribed topic gaining partitions once its metadata is older than
-/// `metadata.max.age.ms` (Kafka's rule: the ConsumerCoordinator's metadata snapshot stops
-/// matching the assignment's) and the group rebalances onto every partition.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_rejoins_when_a_subscribed_topic_gains_partitions() {
-    init_logging();
-    let mut target = Target::karst();
-    if !target.serves_groups().await {
-        eprintln!("SKIPPED: this karst node does not advertise the group APIs");
-        return;
-    }
-    let bootstrap = target.bootstrap();
-    let body = async {
-        target.create_topic("grows", 2).await;
-        let mut config = group_config(&bootstrap, "g-grows");
-        config.client.metadata_max_age_ms = 500;
-        let mut members = Vec::new();
-        for _ in 0..2 {
-            let mut c = Consumer::new(config.clone()).await.unwrap();
-            c.subscribe(vec!["grows".to_string()]).await.unwrap();
-            members.push(c);
-        }
-        poll_until(&mut members, "one partition each", None, |v| {
-            balanced(v, "grows", 2, 1)
-        })
-        .await;
-        let admin = karst::client::Admin::new(ClientConfig::new(&bootstrap))
-            .await
-            .unwrap();
-        admin.create_partitions("grows", 4).await.unwrap();
-        poll_until(&mut members, "two of the four partitions each", None, |v| {
-            balanced(v, "grows", 4, 2)
-        })
-        .await;
-        for c in members {
-            c.close().await.unwrap();
-        }
-    };
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("test timed out");
-}
+// A subscribed topic gaining partitions (CreatePartitions) is tested end to end in
+// tests/client_rejoin.rs: the group rebalances onto every partition, two each, and consumes
+// the new partitions' records.
