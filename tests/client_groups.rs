@@ -441,11 +441,15 @@ async fn group_resume(target: &mut Target) {
     }
 }
 
-/// Two groups subscribed to one topic each read every record.
+/// Two groups subscribed to one topic each read every record, each record once per group.
+///
+/// The records are produced once both groups are balanced: these members commit nothing, so a
+/// member that joined after the other had begun reading (the mock's initial rebalance delay is
+/// 3 s, which a loaded CI machine can outlast) would rightly read again what the first had
+/// read of the partitions it takes over.
 async fn two_groups(target: &mut Target) {
     let bootstrap = target.bootstrap();
     target.create_topic("shared", 4).await;
-    produce(&bootstrap, "shared", 0..200, 8).await;
     let mut per_group = Vec::new();
     for group in ["g-a", "g-b"] {
         let mut consumers = Vec::new();
@@ -456,8 +460,17 @@ async fn two_groups(target: &mut Target) {
             c.subscribe(vec!["shared".to_string()]).await.unwrap();
             consumers.push(c);
         }
+        poll_until(
+            &mut consumers,
+            &format!("{group}'s two members sharing four partitions"),
+            None,
+            |v| balanced(v, "shared", 4, 2),
+        )
+        .await;
         per_group.push(consumers);
     }
+    let generations: Vec<Option<i32>> = per_group.iter().map(|g| g[0].generation_id()).collect();
+    produce(&bootstrap, "shared", 0..200, 8).await;
     let mut seen: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(), BTreeMap::new()];
     let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
     while seen.iter().any(|s| s.len() < 200) {
@@ -475,11 +488,20 @@ async fn two_groups(target: &mut Target) {
             }
         }
     }
-    for s in &seen {
+    for (g, s) in seen.iter().enumerate() {
         assert_eq!(s.len(), 200);
+        // A later rebalance (a heartbeat starved on a loaded machine) hands partitions over
+        // uncommitted, and reading them again is then Kafka's at-least-once, not a fault.
+        if per_group[g]
+            .iter()
+            .any(|c| c.generation_id() != generations[g])
+        {
+            eprintln!("group {g} rebalanced while reading: duplicates are allowed");
+            continue;
+        }
         assert!(
             s.values().all(|n| *n == 1),
-            "a record delivered twice in one group"
+            "a record delivered twice in one group within one generation"
         );
     }
     for consumers in per_group {
