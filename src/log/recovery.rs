@@ -168,7 +168,17 @@ impl PartitionLog {
             ),
             closed: false,
         };
-        if !clean || checkpoint != Some((log.log_start_offset, log.recovery_point)) {
+        if created {
+            // A new log: its checkpoint, segment, directory and the directory's name in its
+            // parent are made durable by its first sync job, on the disk thread, which the
+            // broker hands out with the answer that created the log (and before serving, at
+            // startup). Inline, a CreateTopics of thousands of partitions held the event loop
+            // for a second of fsyncs. Until that job completes nothing in the log counts as
+            // durable, and a crash before it leaves at worst no directory, which the next
+            // open creates again.
+            log.write_checkpoint()?;
+            log.dirty_dirs.insert(log.dir.clone());
+        } else if !clean || checkpoint != Some((log.log_start_offset, log.recovery_point)) {
             // What recovery decided (above all the log start, the floor below which offsets
             // are never handed out again) is made durable before anything else happens.
             // After an unclean shutdown always: a killed process leaves the page cache behind,
@@ -178,8 +188,8 @@ impl PartitionLog {
             // rolled just before it: acknowledged appends into it after the restart would
             // vanish with its name at the next power loss; simulator, node seed 286) and of
             // the log's directory itself (its parent: with the first sync job, above).
-            // Recovery's first sync job then syncs their data. Inline: this is startup (or
-            // the creation of a log, which did the same before), not the event loop.
+            // Recovery's first sync job then syncs their data. Inline: this is startup, not
+            // the event loop.
             log.write_checkpoint()?;
             log.checkpoint_file.sync_data()?;
             log.storage.sync_dir(&log.dir)?;

@@ -529,3 +529,42 @@ fn a_segment_rolled_before_a_kill_survives_a_later_power_loss() {
         log.log_end_offset()
     );
 }
+
+/// Opening a new log fsyncs nothing: a CreateTopics of thousands of partitions opens them all
+/// in one broker step. The new log's first sync job, run on the disk thread, makes its
+/// checkpoint, segment and file names durable; a power loss before it takes them.
+#[test]
+fn a_new_log_is_made_durable_by_its_first_sync_job_not_by_open() {
+    let disk = SimDisk::new(1);
+    let before = disk.stats();
+    open(&disk, LogConfig::default());
+    let opened = disk.stats();
+    assert_eq!(
+        (opened.file_syncs, opened.dir_syncs),
+        (before.file_syncs, before.dir_syncs),
+        "open synced inline"
+    );
+    let files = |disk: &SimDisk| -> Vec<String> {
+        disk.paths()
+            .into_iter()
+            .filter(|path| path.starts_with(DIR))
+            .collect()
+    };
+    let created = files(&disk);
+    assert!(created.contains(&join(DIR, CHECKPOINT_FILE)), "{created:?}");
+    disk.crash(CrashOptions::default());
+    assert!(files(&disk).is_empty(), "nothing was synced yet");
+
+    // The first handle is stale after the crash; the log is created again.
+    let mut log = open(&disk, LogConfig::default());
+    let job = log
+        .take_sync_job()
+        .expect("a new log hands out its first sync job under any flush policy");
+    let up_to = job.up_to_offset;
+    job.run().unwrap();
+    log.sync_completed(up_to);
+    disk.crash(CrashOptions::default());
+    assert_eq!(files(&disk), created, "the synced new log's files survive");
+    let log = open(&disk, LogConfig::default());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+}
