@@ -13,7 +13,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::internal::is_internal_topic;
-use super::topics::str_bytes;
+use super::topics::{registry_write_failed, str_bytes};
 use super::{Broker, Topic};
 use crate::config::{TopicConfig, TOPIC_CONFIGS};
 use crate::protocol::error;
@@ -153,7 +153,7 @@ impl Broker {
             }
         }
         if !validate_only {
-            self.apply_topic_config(name, config);
+            self.apply_topic_config(name, config)?;
         }
         Ok(())
     }
@@ -216,7 +216,7 @@ impl Broker {
                 .map_err(|err| (error::INVALID_CONFIG, err.to_string()))?;
         }
         if !validate_only {
-            self.apply_topic_config(name, config);
+            self.apply_topic_config(name, config)?;
         }
         Ok(())
     }
@@ -240,18 +240,29 @@ impl Broker {
     }
 
     /// Puts `config` into effect on every partition of topic `name` (which exists) and
-    /// persists it in the registry.
-    fn apply_topic_config(&mut self, name: &str, config: TopicConfig) {
+    /// persists it in the registry. If the registry write fails the old config stays in
+    /// effect, and the answer says the outcome is unknown (a restart may recover either).
+    fn apply_topic_config(&mut self, name: &str, config: TopicConfig) -> Result<(), (i16, String)> {
+        let old = self.set_topic_config(name, config);
+        if let Err(err) = self.persist_registry() {
+            self.set_topic_config(name, old);
+            let err = registry_write_failed(&err);
+            return Err((err.code, err.message));
+        }
+        Ok(())
+    }
+
+    /// Replaces topic `name`'s config (it exists) on the topic and its logs; returns the old.
+    fn set_topic_config(&mut self, name: &str, config: TopicConfig) -> TopicConfig {
         let log_config = config.log_config(&self.config);
         let topic = self
             .topics
             .get_mut(name)
             .expect("the caller checked it exists");
-        topic.config = config;
         for partition in topic.partitions.iter_mut() {
             partition.log.set_config(log_config.clone());
         }
-        self.persist_registry();
+        std::mem::replace(&mut topic.config, config)
     }
 
     /// DescribeLogDirs (KIP-113): the node's one data directory, with the size of every

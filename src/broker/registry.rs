@@ -271,18 +271,21 @@ impl Broker {
         if unreadable {
             // Rewrite both slots now, so the registry is not left in one copy until the next
             // topic admin request or producer id block (a second corruption would lose it).
-            self.persist_registry();
+            // A failure is logged; the slot that was readable still holds the topics.
+            let _ = self.persist_registry();
         }
         Ok(())
     }
 
-    /// Writes the registry (topics and the producer id block) durably. A failure is logged:
-    /// topics keep working in memory and the next successful write persists them.
-    pub(crate) fn persist_registry(&mut self) {
+    /// Writes the registry (topics and the producer id block) durably, logging a failure.
+    /// After a failure the two slots may hold the registry from before the change or after it
+    /// (one slot written, the other not), and a restart recovers either. So the caller must
+    /// keep in memory whichever of the two takes fewer records: a topic or partition that a
+    /// restart may not know must not acknowledge records (a restart would lose them).
+    pub(crate) fn persist_registry(&mut self) -> std::io::Result<()> {
         let limit = self.producer_id_limit.max(self.next_producer_id);
-        if let Err(err) = self.write_registry(limit) {
-            tracing::error!("writing the topic registry failed: {err}");
-        }
+        self.write_registry(limit)
+            .inspect_err(|err| tracing::error!("writing the topic registry failed: {err}"))
     }
 
     /// Reserves a new producer id block if the next id is not below the durable limit. Ids

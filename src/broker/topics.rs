@@ -97,6 +97,15 @@ fn create_error(code: i16, message: impl Into<String>) -> CreateError {
     }
 }
 
+/// The answer to an admin change whose registry write failed: its outcome after a restart is
+/// unknown (see `persist_registry`).
+pub(crate) fn registry_write_failed(err: &std::io::Error) -> CreateError {
+    create_error(
+        error::KAFKA_STORAGE_ERROR,
+        format!("writing the topic registry failed: {err}"),
+    )
+}
+
 impl Broker {
     /// Checks that a topic called `name` may be created now.
     pub(crate) fn check_new_topic_name(&self, name: &str) -> Result<(), CreateError> {
@@ -172,7 +181,15 @@ impl Broker {
             },
         );
         self.topic_names_by_id.insert(id, name.to_string());
-        self.persist_registry();
+        if let Err(err) = self.persist_registry() {
+            // Undone: a restart may recover the registry without the topic.
+            self.topic_names_by_id.remove(&id);
+            let topic = self.topics.remove(name).expect("inserted above");
+            for partition in topic.partitions {
+                let _ = partition.log.delete();
+            }
+            return Err(registry_write_failed(&err));
+        }
         Ok(id)
     }
 
@@ -494,12 +511,22 @@ impl Broker {
                         result.topic_id = topic.id;
                         result.name = Some(TopicName(str_bytes(&resolved)));
                     }
+                    // The registry first: a crash before the files are removed leaves
+                    // directories no topic owns, which a topic created under the name later
+                    // clears (create_topic); the other order brought the topic back empty.
+                    // If the write fails, the topic stays deleted here (a restart may recover
+                    // the registry without it, so it must take no more records) and the
+                    // answer says the outcome is unknown: it may come back, empty.
+                    if let Err(err) = self.persist_registry() {
+                        let err = registry_write_failed(&err);
+                        result.error_code = err.code;
+                        result.error_message = Some(StrBytes::from_string(err.message));
+                    }
                     for partition in topic.partitions {
                         if let Err(err) = partition.log.delete() {
                             tracing::error!(topic = %resolved, "deleting log failed: {err}");
                         }
                     }
-                    self.persist_registry();
                     tracing::info!(topic = %resolved, "deleted topic");
                 }
             }
@@ -588,7 +615,14 @@ impl Broker {
             });
         }
         let topic_id = topic.id;
-        self.persist_registry();
+        if let Err(err) = self.persist_registry() {
+            // Undone: a restart may recover the registry with the old count.
+            let topic = self.topics.get_mut(name).expect("present above");
+            for partition in topic.partitions.drain(current as usize..) {
+                let _ = partition.log.delete();
+            }
+            return Err(registry_write_failed(&err));
+        }
         self.sync_new_logs(topic_id, current..wanted.count);
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn alter_configs(
+pub(super) fn alter_configs(
     topic: &str,
     entries: &[(&str, Option<&str>)],
     validate_only: bool,
@@ -26,7 +26,7 @@ fn alter_configs(
     )
 }
 
-fn alter_error(harness: &mut Harness, request: RequestKind) -> i16 {
+pub(super) fn alter_error(harness: &mut Harness, request: RequestKind) -> i16 {
     let (_, effects) = harness.request(NOW, 1, request);
     let [Seen::Respond(_, _, ResponseKind::AlterConfigs(response))] = effects.as_slice() else {
         panic!("{effects:?}")
@@ -34,7 +34,7 @@ fn alter_error(harness: &mut Harness, request: RequestKind) -> i16 {
     response.responses[0].error_code
 }
 
-fn overrides(harness: &Harness, topic: &str) -> Vec<(String, String)> {
+pub(super) fn overrides(harness: &Harness, topic: &str) -> Vec<(String, String)> {
     harness.broker.topics[topic]
         .config
         .overrides

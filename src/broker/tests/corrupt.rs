@@ -43,10 +43,7 @@ fn open(disk: &Arc<SimDisk>) -> Harness {
     ] {
         config.set(key, value).unwrap();
     }
-    Harness {
-        broker: Broker::open(config, "127.0.0.1:9092", disk.clone(), 42, NOW).unwrap(),
-        next_sequence: 0,
-    }
+    Harness::open(disk, config, NOW)
 }
 
 /// Kafka's fetch path per partition: a log read that throws CorruptRecordException becomes

@@ -39,10 +39,13 @@ impl Harness {
         for (key, value) in settings {
             config.set(key, value).unwrap();
         }
-        let broker =
-            Broker::open(config, "127.0.0.1:9092", Arc::new(SimDisk::new(7)), 42, NOW).unwrap();
+        Harness::open(&Arc::new(SimDisk::new(7)), config, NOW)
+    }
+
+    /// A broker opened at `now` on `disk`, which the test may fault, crash or reopen.
+    fn open(disk: &Arc<SimDisk>, config: NodeConfig, now: Millis) -> Harness {
         Harness {
-            broker,
+            broker: Broker::open(config, "127.0.0.1:9092", disk.clone(), 42, now).unwrap(),
             next_sequence: 0,
         }
     }
@@ -598,11 +601,7 @@ fn every_advertised_version_encodes_its_response() {
 #[test]
 fn a_registry_less_node_starts_producer_ids_above_earlier_incarnations() {
     let init = |now: Millis| {
-        let disk = Arc::new(SimDisk::new(7));
-        let mut harness = Harness {
-            broker: Broker::open(NodeConfig::default(), "127.0.0.1:9092", disk, 42, now).unwrap(),
-            next_sequence: 0,
-        };
+        let mut harness = Harness::open(&Arc::new(SimDisk::new(7)), NodeConfig::default(), now);
         let request = RequestKind::InitProducerId(
             InitProducerIdRequest::default().with_transactional_id(None),
         );
@@ -656,17 +655,7 @@ fn consumer_offsets_is_compacted_and_never_deleted_by_retention() {
 fn corrupting_the_newest_registry_slot_never_reuses_a_producer_id() {
     use crate::protocol::batch::testing::{build_batch, TestRecord};
     let disk = Arc::new(SimDisk::new(7));
-    let open = |disk: &Arc<SimDisk>| Harness {
-        broker: Broker::open(
-            NodeConfig::default(),
-            "127.0.0.1:9092",
-            disk.clone(),
-            42,
-            NOW,
-        )
-        .unwrap(),
-        next_sequence: 0,
-    };
+    let open = |disk: &Arc<SimDisk>| Harness::open(disk, NodeConfig::default(), NOW);
     let init = |harness: &mut Harness| {
         let request = RequestKind::InitProducerId(
             InitProducerIdRequest::default().with_transactional_id(None),

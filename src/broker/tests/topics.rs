@@ -204,3 +204,104 @@ fn create_partitions_and_delete_topics() {
         error::UNKNOWN_TOPIC_OR_PARTITION
     );
 }
+
+/// A topic change whose registry write fails answers KAFKA_STORAGE_ERROR (its outcome after a
+/// restart is unknown) and keeps in memory only what takes no record a restart could lose:
+/// CreateTopics and CreatePartitions are undone with their new logs, a config change is
+/// undone, DeleteTopics stays done. Before, the failure was only logged and the new topic
+/// acknowledged records into partitions the registry on disk might not list.
+#[test]
+fn a_failed_registry_write_fails_the_topic_change_and_leaves_no_unregistered_partition() {
+    let disk = Arc::new(SimDisk::new(7));
+    let mut harness = Harness::open(&disk, NodeConfig::default(), NOW);
+    harness.create_topic("kept", 1);
+    let files_of = |topic: &str| -> Vec<String> {
+        disk.paths()
+            .into_iter()
+            .filter(|path| path.starts_with(&format!("{topic}-")))
+            .collect()
+    };
+    disk.set_fail_syncs(true);
+
+    let (_, effects) = harness.request(
+        NOW,
+        7,
+        RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(topic_name("new"))
+                .with_num_partitions(2)
+                .with_replication_factor(-1),
+        ])),
+    );
+    let [Seen::Respond(_, _, ResponseKind::CreateTopics(response))] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(response.topics[0].error_code, error::KAFKA_STORAGE_ERROR);
+    assert!(!harness.broker.topics.contains_key("new"));
+    assert_eq!(files_of("new"), Vec::<String>::new());
+    let (_, effects) = harness.request(NOW, 9, produce("new", 0, 1, simple_batch(1, 0)));
+    let [Seen::Respond(_, _, ResponseKind::Produce(response))] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code,
+        error::UNKNOWN_TOPIC_OR_PARTITION
+    );
+
+    let (_, effects) = harness.request(
+        NOW,
+        3,
+        RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(topic_name("kept"))
+                .with_count(3)
+                .with_assignments(None),
+        ])),
+    );
+    let [Seen::Respond(_, _, ResponseKind::CreatePartitions(response))] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(response.results[0].error_code, error::KAFKA_STORAGE_ERROR);
+    assert_eq!(harness.broker.topics["kept"].partitions.len(), 1);
+    assert!(files_of("kept")
+        .iter()
+        .all(|path| path.starts_with("kept-0/")));
+
+    let request = super::admin::alter_configs("kept", &[("retention.ms", Some("5"))], false);
+    assert_eq!(
+        super::admin::alter_error(&mut harness, request),
+        error::KAFKA_STORAGE_ERROR
+    );
+    assert_eq!(super::admin::overrides(&harness, "kept"), vec![]);
+    assert_ne!(
+        harness.broker.topics["kept"].partitions[0]
+            .log
+            .config()
+            .retention_ms,
+        5
+    );
+
+    let (_, effects) = harness.request(
+        NOW,
+        4,
+        RequestKind::DeleteTopics(
+            DeleteTopicsRequest::default().with_topic_names(vec![topic_name("kept")]),
+        ),
+    );
+    let [Seen::Respond(_, _, ResponseKind::DeleteTopics(response))] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(response.responses[0].error_code, error::KAFKA_STORAGE_ERROR);
+    assert!(harness.broker.topics.is_empty(), "the deletion stays done");
+
+    // The next successful write records what memory holds: after a power loss, no topic.
+    disk.set_fail_syncs(false);
+    harness.create_topic("after", 1);
+    drop(harness);
+    disk.crash(crate::storage::CrashOptions::default());
+    let harness = Harness::open(&disk, NodeConfig::default(), NOW);
+    assert_eq!(
+        harness.broker.topics.keys().collect::<Vec<_>>(),
+        vec!["after"]
+    );
+}
