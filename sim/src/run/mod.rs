@@ -162,8 +162,42 @@ pub fn fault_plan(seed: u64, options: &RunOptions) -> NemesisPlan {
     )
 }
 
+/// Environment variable that turns on the debug log of the code under simulation (an
+/// `EnvFilter` directive, e.g. `karst::client=debug`), written to stderr with simulated
+/// milliseconds. Off by default; it never touches the trace, so replays stay byte-identical.
+pub const LOG_ENV: &str = "KARST_SIM_LOG";
+
+/// Simulated start of the run, for the log's timestamps.
+static LOG_START: Mutex<Option<madsim::time::Instant>> = Mutex::new(None);
+
+struct SimulatedMs;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimulatedMs {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let start = *LOG_START.lock().unwrap_or_else(|p| p.into_inner());
+        match start {
+            Some(start) => write!(w, "{:>9}", start.elapsed().as_millis()),
+            None => write!(w, "{:>9}", "-"),
+        }
+    }
+}
+
+/// Installs the opt-in debug log (see [`LOG_ENV`]) once per process.
+fn install_log() {
+    let Ok(directives) = std::env::var(LOG_ENV) else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(directives))
+        .with_timer(SimulatedMs)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Runs `seed` to completion and checks it. Call once per process (see `sweep`).
 pub fn run_seed(seed: u64, options: &RunOptions, keep_trace: bool) -> RunOutcome {
+    install_log();
     let flush = flush_guarantee(seed, options);
     let plan = fault_plan(seed, options);
     let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
@@ -177,6 +211,8 @@ pub fn run_seed(seed: u64, options: &RunOptions, keep_trace: bool) -> RunOutcome
                 history.heal_ms = options.fault_phase_ms;
                 history.liveness_bound_ms = LIVENESS_BOUND_MS;
                 let shared = Shared::new(keep_trace, history);
+                *LOG_START.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(madsim::time::Instant::now());
                 *slot.lock().unwrap() = Some(shared.clone());
                 shared.event(format!("seed {seed} {options} flush={flush:?}"));
                 shared.event(&plan.swarm);
