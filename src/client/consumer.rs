@@ -479,6 +479,14 @@ impl Consumer {
     }
 
     fn handle_completion(&mut self, completion: Completion) -> Result<()> {
+        if let Completion::Offsets { epoch, results } = &completion {
+            tracing::debug!(
+                client = %self.config.client.client_id,
+                epoch,
+                current = self.epoch,
+                "ListOffsets answered: {results:?}"
+            );
+        }
         match completion {
             Completion::Fetch(result) => self.handle_fetch_result(result),
             Completion::Metadata(result) => {

@@ -148,6 +148,11 @@ impl Consumer {
             }
             if phase == Phase::Stable {
                 if version != membership.applied_version {
+                    tracing::debug!(
+                        client = %self.config.client.client_id,
+                        generation,
+                        "taking over the assignment {assignment:?}"
+                    );
                     membership.applied_version = version;
                     membership.applied_generation = Some(generation);
                     membership.applied_member_id = member_id;
@@ -225,6 +230,11 @@ impl Consumer {
         if wanted.is_empty() {
             return;
         }
+        tracing::debug!(
+            client = %self.config.client.client_id,
+            epoch = self.epoch,
+            "OffsetFetch: {wanted:?}"
+        );
         self.committed_in_flight = true;
         let tx = self.results_tx.clone();
         let epoch = self.epoch;

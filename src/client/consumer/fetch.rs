@@ -72,6 +72,11 @@ impl Consumer {
             return Ok(());
         }
         // list_offsets refreshes metadata itself for partitions without a known leader.
+        tracing::debug!(
+            client = %self.config.client.client_id,
+            epoch = self.epoch,
+            "ListOffsets: {wanted:?}"
+        );
         self.offsets_in_flight = true;
         let cluster = self.cluster.clone();
         let tx = self.results_tx.clone();
@@ -185,6 +190,12 @@ impl Consumer {
             } else {
                 FETCH_VERSION_CAP
             };
+            tracing::trace!(
+                client = %self.config.client.client_id,
+                node_id,
+                epoch = self.epoch,
+                "fetch sent: {asked:?}"
+            );
             self.in_flight.insert(node_id);
             let cluster = self.cluster.clone();
             let tx = self.results_tx.clone();
@@ -267,6 +278,14 @@ impl Consumer {
 
     pub(super) fn handle_fetch_result(&mut self, result: FetchResult) -> Result<()> {
         self.in_flight.remove(&result.node_id);
+        tracing::trace!(
+            client = %self.config.client.client_id,
+            node_id = result.node_id,
+            epoch = result.epoch,
+            current = self.epoch,
+            ok = result.result.is_ok(),
+            "fetch completed"
+        );
         if result.epoch != self.epoch {
             return Ok(());
         }
