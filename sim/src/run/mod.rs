@@ -350,12 +350,12 @@ mod tests {
     /// at about ten a second, and no new connection got an answer until 18.6 s after the heal,
     /// past the groups' drain: group g0, whose ListOffsets connection a spurious close had
     /// cut at 14926 ms, never read (`group-lost-record`), and the whole run acknowledged 14
-    /// records. Passes once `delayed-accept` delays only its own connection
+    /// records. Passes since `delayed-accept` delays only its own connection
     /// (src/runtime/mod.rs, `accept_loop`: the sleep moved into a task per connection).
     /// Run with `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test -p karst-sim
     /// --release --lib -- --ignored` (one seed per process keeps it deterministic).
     #[test]
-    #[ignore = "fails until src/runtime's accept loop delays each connection in its own task"]
+    #[ignore = "madsim build, one seed per process: run it alone with --ignored"]
     fn groups_seed_653_serves_new_connections_after_the_heal() {
         let outcome = run_seed(653, &options(&["--workload", "groups"]), false);
         assert!(
