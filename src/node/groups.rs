@@ -505,7 +505,9 @@ fn decode_chunk(partition: i32, chunk: Bytes, records: &mut Vec<PersistedRecord>
     }
 }
 
-/// The topics a DeleteTopics answer among `effects` reports deleted.
+/// The topics a DeleteTopics answer among `effects` reports deleted: those answered NONE, and
+/// those answered KAFKA_STORAGE_ERROR, which the broker deleted but could not record in its
+/// registry (they may come back empty after a restart, so their old offsets must not stay).
 fn deleted_topics(effects: &[Effect]) -> Vec<String> {
     effects
         .iter()
@@ -517,7 +519,7 @@ fn deleted_topics(effects: &[Effect]) -> Vec<String> {
             _ => None,
         })
         .flat_map(|answer| &answer.responses)
-        .filter(|topic| topic.error_code == error::NONE)
+        .filter(|topic| matches!(topic.error_code, error::NONE | error::KAFKA_STORAGE_ERROR))
         .filter_map(|topic| topic.name.as_ref().map(|name| name.to_string()))
         .collect()
 }

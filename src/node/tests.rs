@@ -701,42 +701,60 @@ fn a_node_whose_registry_slots_are_both_unreadable_refuses_to_start() {
 /// DeleteTopics through the node drops the groups' committed offsets of the deleted topic
 /// (Kafka's coordinator does, onPartitionsDeleted): a group does not resume a topic created
 /// again under the same name at the old topic's offsets. The tombstone is written to
-/// `__consumer_offsets`, so a reopened node agrees.
+/// `__consumer_offsets`, so a reopened node agrees. A deletion answered KAFKA_STORAGE_ERROR
+/// (the registry write failed; the topic is deleted but may come back empty) drops them too.
 #[test]
 fn delete_topics_drops_the_committed_offsets_of_the_topic() {
-    let mut harness = Harness::new(&[]);
-    harness.find_coordinator();
-    let create = CreateTopicsRequest::default().with_topics(vec![
-        create_topics_request::CreatableTopic::default()
-            .with_name(TopicName(text("t")))
-            .with_num_partitions(1)
-            .with_replication_factor(1),
-    ]);
-    let (_, effects) = harness.request(
-        NOW,
-        ApiKey::CreateTopics,
-        5,
-        RequestKind::CreateTopics(create),
-    );
-    harness.complete_syncs(effects);
-    let (_, effects) = harness.commit(7);
-    harness.complete_syncs(effects);
-    assert_eq!(harness.fetched_offset(), 7);
+    for registry_write_fails in [false, true] {
+        let mut harness = Harness::new(&[]);
+        harness.find_coordinator();
+        let create = CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(text("t")))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ]);
+        let (_, effects) = harness.request(
+            NOW,
+            ApiKey::CreateTopics,
+            5,
+            RequestKind::CreateTopics(create),
+        );
+        harness.complete_syncs(effects);
+        let (_, effects) = harness.commit(7);
+        harness.complete_syncs(effects);
+        assert_eq!(harness.fetched_offset(), 7);
 
-    let delete = DeleteTopicsRequest::default().with_topic_names(vec![TopicName(text("t"))]);
-    let (_, effects) = harness.request(
-        NOW,
-        ApiKey::DeleteTopics,
-        4,
-        RequestKind::DeleteTopics(delete),
-    );
-    harness.complete_syncs(effects);
-    assert_eq!(harness.fetched_offset(), -1);
+        let delete = DeleteTopicsRequest::default().with_topic_names(vec![TopicName(text("t"))]);
+        harness.disk.set_fail_syncs(registry_write_fails);
+        let (_, effects) = harness.request(
+            NOW,
+            ApiKey::DeleteTopics,
+            4,
+            RequestKind::DeleteTopics(delete),
+        );
+        harness.disk.set_fail_syncs(false);
+        let answer = effects.iter().find_map(|effect| match effect {
+            Effect::Respond { response, .. } => match &**response {
+                ResponseKind::DeleteTopics(answer) => Some(answer.responses[0].error_code),
+                _ => None,
+            },
+            _ => None,
+        });
+        let expected = if registry_write_fails {
+            crate::protocol::error::KAFKA_STORAGE_ERROR
+        } else {
+            crate::protocol::error::NONE
+        };
+        assert_eq!(answer, Some(expected));
+        harness.complete_syncs(effects);
+        assert_eq!(harness.fetched_offset(), -1, "{registry_write_fails}");
 
-    harness.node.close().unwrap();
-    let mut config = NodeConfig::default();
-    config.set("offsets.topic.num.partitions", "3").unwrap();
-    let reopened = Node::open(config, "127.0.0.1:9092", harness.disk.clone(), 43, NOW).unwrap();
-    reopened.invariants();
-    assert_eq!(reopened.coordinator().committed_offset("g", "t", 0), None);
+        harness.node.close().unwrap();
+        let mut config = NodeConfig::default();
+        config.set("offsets.topic.num.partitions", "3").unwrap();
+        let reopened = Node::open(config, "127.0.0.1:9092", harness.disk.clone(), 43, NOW).unwrap();
+        reopened.invariants();
+        assert_eq!(reopened.coordinator().committed_offset("g", "t", 0), None);
+    }
 }
