@@ -17,7 +17,7 @@ use super::internal::is_internal_topic;
 use super::LogId;
 use super::{Broker, Partition, Topic, MAX_PARTITIONS_PER_TOPIC};
 use crate::config::{TopicConfig, TOPIC_CONFIGS};
-use crate::log::PartitionLog;
+use crate::log::{LogConfig, PartitionLog};
 use crate::protocol::error;
 use crate::Millis;
 
@@ -150,27 +150,7 @@ impl Broker {
     ) -> Result<uuid::Uuid, CreateError> {
         let id = self.new_topic_id();
         let log_config = self.topic_log_config(name, &config);
-        let mut logs = Vec::with_capacity(partitions as usize);
-        for index in 0..partitions {
-            // A crash between a DeleteTopics' registry write and its file removal can leave
-            // the old directory behind: never let a new topic inherit its records.
-            let dir = partition_dir(name, index);
-            if self.storage.list_dir(&dir).is_ok() {
-                let _ = self.storage.remove_dir_all(&dir);
-            }
-            let log = PartitionLog::open(
-                self.storage.clone(),
-                &partition_dir(name, index),
-                log_config.clone(),
-                now,
-            )
-            .map_err(|err| create_error(error::KAFKA_STORAGE_ERROR, err.to_string()))?;
-            logs.push(Partition {
-                log,
-                producers: Default::default(),
-                offline: false,
-            });
-        }
+        let logs = self.open_new_partitions(name, 0..partitions, &log_config, now)?;
         self.topics.insert(
             name.to_string(),
             Topic {
@@ -191,6 +171,40 @@ impl Broker {
             return Err(registry_write_failed(&err));
         }
         Ok(id)
+    }
+
+    /// Opens the new, empty logs of partitions `indexes` of topic `name`. A directory left by
+    /// a deleted topic of the same name (a crash between DeleteTopics' registry write and its
+    /// file removal) is removed first: a new partition never inherits old records. If one
+    /// fails to open, those opened before it are deleted.
+    fn open_new_partitions(
+        &self,
+        name: &str,
+        indexes: std::ops::Range<i32>,
+        log_config: &LogConfig,
+        now: Millis,
+    ) -> Result<Vec<Partition>, CreateError> {
+        let mut opened: Vec<Partition> = Vec::with_capacity(indexes.len());
+        for index in indexes {
+            let dir = partition_dir(name, index);
+            if self.storage.list_dir(&dir).is_ok() {
+                let _ = self.storage.remove_dir_all(&dir);
+            }
+            match PartitionLog::open(self.storage.clone(), &dir, log_config.clone(), now) {
+                Ok(log) => opened.push(Partition {
+                    log,
+                    producers: Default::default(),
+                    offline: false,
+                }),
+                Err(err) => {
+                    for partition in opened {
+                        let _ = partition.log.delete();
+                    }
+                    return Err(create_error(error::KAFKA_STORAGE_ERROR, err.to_string()));
+                }
+            }
+        }
+        Ok(opened)
     }
 
     /// Has the new logs of `topic_id` synced at the end of this step (a request's step),
@@ -512,8 +526,9 @@ impl Broker {
                         result.name = Some(TopicName(str_bytes(&resolved)));
                     }
                     // The registry first: a crash before the files are removed leaves
-                    // directories no topic owns, which a topic created under the name later
-                    // clears (create_topic); the other order brought the topic back empty.
+                    // directories no topic owns, which new partitions of a topic created under
+                    // the name later clear (open_new_partitions); the other order brought the
+                    // topic back empty.
                     // If the write fails, the topic stays deleted here (a restart may recover
                     // the registry without it, so it must take no more records) and the
                     // answer says the outcome is unknown: it may come back, empty.
@@ -562,7 +577,6 @@ impl Broker {
         now: Millis,
     ) -> Result<(), CreateError> {
         let node = BrokerId(self.config.node_id);
-        let storage = self.storage.clone();
         if is_internal_topic(name) && self.topics.contains_key(name) {
             // Adding partitions would move groups to other partitions (group -> partition is
             // a hash modulo the count), losing their committed offsets.
@@ -600,21 +614,13 @@ impl Broker {
             return Ok(());
         }
         let log_config = topic.config.log_config(&self.config);
-        for index in current..wanted.count {
-            let log = PartitionLog::open(
-                storage.clone(),
-                &partition_dir(name, index),
-                log_config.clone(),
-                now,
-            )
-            .map_err(|err| create_error(error::KAFKA_STORAGE_ERROR, err.to_string()))?;
-            topic.partitions.push(Partition {
-                log,
-                producers: Default::default(),
-                offline: false,
-            });
-        }
         let topic_id = topic.id;
+        let new = self.open_new_partitions(name, current..wanted.count, &log_config, now)?;
+        self.topics
+            .get_mut(name)
+            .expect("present above")
+            .partitions
+            .extend(new);
         if let Err(err) = self.persist_registry() {
             // Undone: a restart may recover the registry with the old count.
             let topic = self.topics.get_mut(name).expect("present above");

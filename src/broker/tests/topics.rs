@@ -305,3 +305,36 @@ fn a_failed_registry_write_fails_the_topic_change_and_leaves_no_unregistered_par
         vec!["after"]
     );
 }
+
+/// A directory left by a deleted topic of the same name (a crash between DeleteTopics' registry
+/// write and its file removal) is never inherited: a partition CreatePartitions adds starts
+/// empty, as one CreateTopics creates does. Before, CreatePartitions opened the old directory
+/// and served the deleted topic's records at their old offsets.
+#[test]
+fn added_partitions_never_inherit_a_deleted_topics_records() {
+    let disk = Arc::new(SimDisk::new(7));
+    let mut leftover =
+        PartitionLog::open(disk.clone(), "t-1", crate::log::LogConfig::default(), NOW).unwrap();
+    leftover.append(&mut simple_batch(3, NOW), NOW).unwrap();
+    leftover.close().unwrap();
+    drop(leftover);
+    let mut harness = Harness::open(&disk, NodeConfig::default(), NOW);
+    harness.create_topic("t", 1);
+    let (_, effects) = harness.request(
+        NOW,
+        3,
+        RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(topic_name("t"))
+                .with_count(2)
+                .with_assignments(None),
+        ])),
+    );
+    let (_, answers) = harness.complete_syncs(effects);
+    let [Seen::Respond(_, _, ResponseKind::CreatePartitions(response))] = answers.as_slice() else {
+        panic!("{answers:?}")
+    };
+    assert_eq!(response.results[0].error_code, error::NONE);
+    let log = &harness.broker.topics["t"].partitions[1].log;
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+}
