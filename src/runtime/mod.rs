@@ -194,16 +194,24 @@ async fn accept_loop(
         next_connection += 1;
         let connection = next_connection;
         tracing::debug!(connection, %peer, "accepted");
-        let events = events.clone();
-        // Each connection is registered by its own task, so the simulator's delayed accept
-        // holds up that connection only. Awaited here, one delay held every connection queued
-        // behind it, and after a pause the node spent many seconds on clients that had long
-        // given up (simulator, groups seed 653). `start` aborts this loop when the step loop
-        // ends; a task that finds it gone drops its connection.
-        tokio::spawn(async move {
-            crate::buggify::delayed_accept().await;
-            connection::spawn(connection, peer, stream, events, max_frame_bytes).await;
-        });
+        // Registering waits for room in the bounded event queue, so a saturated step loop
+        // stops the accepting and the kernel's backlog pushes back on new clients.
+        #[cfg(not(madsim))]
+        if !connection::spawn(connection, peer, stream, events.clone(), max_frame_bytes).await {
+            return; // the step loop is gone
+        }
+        // The simulator's delayed accept holds up its own connection only: awaited here, one
+        // delay held every connection queued behind it, and after a pause the node spent many
+        // seconds on clients that had long given up (groups seed 653). `start` aborts this
+        // loop when the step loop ends; a task that finds it gone drops its connection.
+        #[cfg(madsim)]
+        {
+            let events = events.clone();
+            tokio::spawn(async move {
+                crate::buggify::delayed_accept().await;
+                connection::spawn(connection, peer, stream, events, max_frame_bytes).await;
+            });
+        }
     }
 }
 
