@@ -351,7 +351,8 @@ mod tests {
     /// past the groups' drain: group g0, whose ListOffsets connection a spurious close had
     /// cut at 14926 ms, never read (`group-lost-record`), and the whole run acknowledged 14
     /// records. Passes since `delayed-accept` delays only its own connection
-    /// (src/runtime/mod.rs, `accept_loop`: the sleep moved into a task per connection).
+    /// (src/runtime/mod.rs, `accept_loop`: under madsim the sleep runs in a task per
+    /// connection).
     /// Run with `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test -p karst-sim
     /// --release --lib -- --ignored` (one seed per process keeps it deterministic).
     #[test]
