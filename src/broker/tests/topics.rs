@@ -146,26 +146,28 @@ fn topic_configs_alter_and_describe() {
     assert_eq!(described(&mut harness)[0].2, 5);
 }
 
+/// A CreatePartitions request raising topic `name` to `count` partitions.
+fn grow(name: &str, count: i32) -> RequestKind {
+    RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
+        create_partitions_request::CreatePartitionsTopic::default()
+            .with_name(topic_name(name))
+            .with_count(count)
+            .with_assignments(None),
+    ]))
+}
+
 /// CreatePartitions grows a topic (never shrinks it); DeleteTopics removes it and its id.
 #[test]
 fn create_partitions_and_delete_topics() {
     let mut harness = Harness::new(&[]);
     let topic_id = harness.create_topic("p", 1);
-    let grow = |count: i32| {
-        RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
-            create_partitions_request::CreatePartitionsTopic::default()
-                .with_name(topic_name("p"))
-                .with_count(count)
-                .with_assignments(None),
-        ]))
-    };
     let error_of = |effects: &[Seen]| match effects {
         [Seen::Respond(_, _, ResponseKind::CreatePartitions(response))] => {
             response.results[0].error_code
         }
         other => panic!("{other:?}"),
     };
-    let (_, effects) = harness.request(NOW, 3, grow(3));
+    let (_, effects) = harness.request(NOW, 3, grow("p", 3));
     let (syncs, effects) = harness.complete_syncs(effects);
     assert_eq!(error_of(&effects), error::NONE);
     assert_eq!(harness.broker.topics["p"].partitions.len(), 3);
@@ -175,7 +177,7 @@ fn create_partitions_and_delete_topics() {
         partition,
     });
     assert_eq!(syncs, new_logs);
-    let (_, effects) = harness.request(NOW, 3, grow(2));
+    let (_, effects) = harness.request(NOW, 3, grow("p", 2));
     assert_eq!(error_of(&effects), error::INVALID_PARTITIONS);
     let (_, effects) = harness.request(
         NOW,
@@ -248,16 +250,7 @@ fn a_failed_registry_write_fails_the_topic_change_and_leaves_no_unregistered_par
         error::UNKNOWN_TOPIC_OR_PARTITION
     );
 
-    let (_, effects) = harness.request(
-        NOW,
-        3,
-        RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
-            create_partitions_request::CreatePartitionsTopic::default()
-                .with_name(topic_name("kept"))
-                .with_count(3)
-                .with_assignments(None),
-        ])),
-    );
+    let (_, effects) = harness.request(NOW, 3, grow("kept", 3));
     let [Seen::Respond(_, _, ResponseKind::CreatePartitions(response))] = effects.as_slice() else {
         panic!("{effects:?}")
     };
@@ -320,16 +313,7 @@ fn added_partitions_never_inherit_a_deleted_topics_records() {
     drop(leftover);
     let mut harness = Harness::open(&disk, NodeConfig::default(), NOW);
     harness.create_topic("t", 1);
-    let (_, effects) = harness.request(
-        NOW,
-        3,
-        RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
-            create_partitions_request::CreatePartitionsTopic::default()
-                .with_name(topic_name("t"))
-                .with_count(2)
-                .with_assignments(None),
-        ])),
-    );
+    let (_, effects) = harness.request(NOW, 3, grow("t", 2));
     let (_, answers) = harness.complete_syncs(effects);
     let [Seen::Respond(_, _, ResponseKind::CreatePartitions(response))] = answers.as_slice() else {
         panic!("{answers:?}")
