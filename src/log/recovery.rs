@@ -168,17 +168,14 @@ impl PartitionLog {
             ),
             closed: false,
         };
-        if created {
-            // A new log: its checkpoint, segment, directory and the directory's name in its
-            // parent are made durable by its first sync job, on the disk thread, which the
-            // broker hands out with the answer that created the log (and before serving, at
-            // startup). Inline, a CreateTopics of thousands of partitions held the event loop
-            // for a second of fsyncs. Until that job completes nothing in the log counts as
-            // durable, and a crash before it leaves at worst no directory, which the next
-            // open creates again.
-            log.write_checkpoint()?;
-            log.dirty_dirs.insert(log.dir.clone());
-        } else if !clean || checkpoint != Some((log.log_start_offset, log.recovery_point)) {
+        // A new log needs none of this. Its checkpoint would say what an absent one says (log
+        // start and recovery point 0), and its directory and the directory's name in its parent
+        // are already in `dirty_dirs` for its first sync job, on the disk thread, which the
+        // broker hands out with the answer that created the log (and before serving, at
+        // startup). Inline, a CreateTopics of thousands of partitions held the event loop for
+        // a second of fsyncs. Until that job completes nothing in the log counts as durable,
+        // and a crash before it leaves at worst no directory, which the next open creates.
+        if !created && (!clean || checkpoint != Some((log.log_start_offset, log.recovery_point))) {
             // What recovery decided (above all the log start, the floor below which offsets
             // are never handed out again) is made durable before anything else happens.
             // After an unclean shutdown always: a killed process leaves the page cache behind,
