@@ -106,6 +106,16 @@ pub(crate) fn registry_write_failed(err: &std::io::Error) -> CreateError {
     )
 }
 
+/// Deletes the logs of `partitions` of topic `topic` (a deleted topic's, or new ones being
+/// undone), logging a failure.
+fn delete_logs(topic: &str, partitions: impl IntoIterator<Item = Partition>) {
+    for partition in partitions {
+        if let Err(err) = partition.log.delete() {
+            tracing::error!(topic, "deleting log failed: {err}");
+        }
+    }
+}
+
 impl Broker {
     /// Checks that a topic called `name` may be created now.
     pub(crate) fn check_new_topic_name(&self, name: &str) -> Result<(), CreateError> {
@@ -165,9 +175,7 @@ impl Broker {
             // Undone: a restart may recover the registry without the topic.
             self.topic_names_by_id.remove(&id);
             let topic = self.topics.remove(name).expect("inserted above");
-            for partition in topic.partitions {
-                let _ = partition.log.delete();
-            }
+            delete_logs(name, topic.partitions);
             return Err(registry_write_failed(&err));
         }
         Ok(id)
@@ -197,9 +205,7 @@ impl Broker {
                     offline: false,
                 }),
                 Err(err) => {
-                    for partition in opened {
-                        let _ = partition.log.delete();
-                    }
+                    delete_logs(name, opened);
                     return Err(create_error(error::KAFKA_STORAGE_ERROR, err.to_string()));
                 }
             }
@@ -537,11 +543,7 @@ impl Broker {
                         result.error_code = err.code;
                         result.error_message = Some(StrBytes::from_string(err.message));
                     }
-                    for partition in topic.partitions {
-                        if let Err(err) = partition.log.delete() {
-                            tracing::error!(topic = %resolved, "deleting log failed: {err}");
-                        }
-                    }
+                    delete_logs(&resolved, topic.partitions);
                     tracing::info!(topic = %resolved, "deleted topic");
                 }
             }
@@ -624,9 +626,7 @@ impl Broker {
         if let Err(err) = self.persist_registry() {
             // Undone: a restart may recover the registry with the old count.
             let topic = self.topics.get_mut(name).expect("present above");
-            for partition in topic.partitions.drain(current as usize..) {
-                let _ = partition.log.delete();
-            }
+            delete_logs(name, topic.partitions.drain(current as usize..));
             return Err(registry_write_failed(&err));
         }
         self.sync_new_logs(topic_id, current..wanted.count);
